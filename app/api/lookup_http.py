@@ -1,0 +1,117 @@
+"""The lookup answer on HTTP, shared by the FastAPI route and the raw-ASGI fast path.
+
+A gateway asks this route for every RCPT, so it must not pay FastAPI's full per-request cost
+(~127 µs of CPU here against a ~50 µs budget): `LookupFastPath` answers
+`GET /v1/recipients/{address}` before FastAPI's routing and middleware, with the very same bytes
+as the documented route, which stays in the OpenAPI document and serves as the fallback.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+
+from app.apikeys import KeyCache, Scope, grants
+from app.directory.lookup import LookupIndex
+from app.directory.verdicts import LookupResult, Reason, Verdict
+
+logger = logging.getLogger(__name__)
+
+RETRY_AFTER = "60"
+_ERROR_KIND = {
+    Reason.MALFORMED: ("Malformed", 400),
+    Reason.UNKNOWN_RECIPIENT: ("NotFound", 404),
+    Reason.DOMAIN_NOT_ACCEPTED: ("NotFound", 404),
+    Reason.DISABLED: ("NotFound", 404),
+}
+_DETAIL = {
+    Reason.UNKNOWN_RECIPIENT: "no recipient has this address",
+    Reason.DOMAIN_NOT_ACCEPTED: "the domain is not an accepted domain",
+    Reason.DISABLED: "the recipient's account is disabled",
+}
+
+
+def safe_lookup(index: LookupIndex, address: str) -> LookupResult:
+    """Any failure on the lookup path becomes TEMPFAIL: "don't know" is never "no"."""
+    try:
+        return index.lookup(address)
+    except Exception:
+        logger.exception("lookup failed; answering tempfail")
+        return LookupResult(address, Verdict.TEMPFAIL, Reason.UNAVAILABLE, detail="internal error")
+
+
+def render(result: LookupResult) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    body: dict[str, Any] = result.as_dict()
+    headers = [(b"content-type", b"application/json")]
+    if result.verdict is Verdict.ACCEPT:
+        status = 200
+    elif result.verdict is Verdict.TEMPFAIL:
+        status = 503
+        body["error"] = "LookupUnavailable"
+        body["detail"] = result.detail or "the mirror cannot answer reliably; retry later"
+        headers.append((b"retry-after", RETRY_AFTER.encode()))
+    else:
+        kind, status = _ERROR_KIND.get(result.reason or Reason.UNKNOWN_RECIPIENT, ("NotFound", 404))
+        body["error"] = kind
+        body["detail"] = result.detail or _DETAIL.get(result.reason or Reason.UNKNOWN_RECIPIENT, "")
+    payload = orjson.dumps(body)
+    headers.append((b"content-length", str(len(payload)).encode()))
+    return status, payload, headers
+
+
+_PREFIX = "/v1/recipients/"
+_PREFIX_LEN = len(_PREFIX)
+
+
+def _error(status: int, kind: str, detail: str) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    payload = orjson.dumps({"error": kind, "detail": detail})
+    return status, payload, [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+    ]
+
+
+class LookupFastPath:
+    """Raw ASGI wrapper: single lookups skip FastAPI, everything else goes to it unchanged."""
+
+    def __init__(self, app: Any, index: LookupIndex, keys: KeyCache) -> None:
+        self.app = app
+        self.index = index
+        self.keys = keys
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            path: str = scope["path"]
+            if path.startswith(_PREFIX) and len(path) > _PREFIX_LEN and "/" not in path[_PREFIX_LEN:]:
+                status, payload, headers = await self._answer(scope, path[_PREFIX_LEN:])
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send({"type": "http.response.body", "body": payload})
+                return
+        await self.app(scope, receive, send)
+
+    async def _answer(
+        self, scope: dict[str, Any], address: str
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        token = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                scheme, _, rest = value.decode("latin-1").partition(" ")
+                if scheme.lower() == "bearer":
+                    token = rest.strip()
+                break
+        if not token:
+            return _error(401, "Unauthorized", "missing Authorization: Bearer <api key>")
+        scopes = self.keys.scopes_for(token)
+        if scopes is None:
+            try:
+                scopes = await self.keys.resolve(token)
+            except Exception:
+                logger.exception("API key check failed; answering tempfail")
+                return _error(503, "LookupUnavailable", "cannot verify the API key; retry later")
+            if scopes is None:
+                return _error(401, "Unauthorized", "unknown or revoked API key")
+        if not grants(scopes, Scope.LOOKUP):
+            return _error(403, "Forbidden", "this API key lacks the 'lookup' scope")
+        return render(safe_lookup(self.index, address))

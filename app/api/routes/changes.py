@@ -1,0 +1,51 @@
+"""The change feed (audit, replicas) and the list of address conflicts."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query
+from sqlalchemy import select
+
+from app.api.deps import ReadScope, SessionDep
+from app.api.errors import responses
+from app.api.schemas import ChangeList, ChangeRead, ConflictList, ConflictRead
+from app.directory.models import AddressConflict, Change, Tenant
+
+router = APIRouter(tags=["changes"])
+
+
+@router.get("/v1/changes", dependencies=[ReadScope], responses=responses(401, 403, 422))  # type: ignore[arg-type]
+async def list_changes(
+    session: SessionDep,
+    since: int = Query(default=0, ge=0),
+    limit: int = Query(default=500, ge=1, le=5000),
+) -> ChangeList:
+    tenants = dict((await session.execute(select(Tenant.id, Tenant.name))).tuples().all())
+    rows = await session.scalars(
+        select(Change).where(Change.seq > since).order_by(Change.seq).limit(limit)
+    )
+    items = [
+        ChangeRead(
+            seq=c.seq, tenant=tenants.get(c.tenant_id), recipient_id=c.recipient_id,
+            action=c.action, source=c.source, at=c.at,
+        )
+        for c in rows
+    ]
+    return ChangeList(items=items, next=items[-1].seq if items else since)
+
+
+@router.get("/v1/conflicts", dependencies=[ReadScope], responses=responses(401, 403))  # type: ignore[arg-type]
+async def list_conflicts(session: SessionDep) -> ConflictList:
+    rows = await session.execute(
+        select(AddressConflict, Tenant.name)
+        .join(Tenant, Tenant.id == AddressConflict.tenant_id)
+        .order_by(AddressConflict.address)
+    )
+    return ConflictList(
+        items=[
+            ConflictRead(
+                address=c.address, tenant=tenant, owner_id=c.owner_id,
+                claimant_id=c.claimant_id, detected_at=c.detected_at,
+            )
+            for c, tenant in rows.tuples()
+        ]
+    )

@@ -1,0 +1,36 @@
+"""Liveness and readiness for load balancers and orchestrators."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from sqlalchemy import text
+
+from app.api.deps import IndexDep, SessionDep
+from app.api.responses import JsonResponse
+from app.api.schemas import Health
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> Health:
+    return Health(status="ok")
+
+
+@router.get("/readyz", responses={503: {"model": Health}})
+async def readyz(session: SessionDep, index: IndexDep) -> JsonResponse:
+    """Ready = the database answers, the index is loaded, and every tenant's first sync is done."""
+    detail: dict[str, object] = {}
+    try:
+        await session.execute(text("SELECT 1"))
+        detail["database"] = "ok"
+    except Exception as exc:
+        detail["database"] = f"unavailable: {type(exc).__name__}"
+    detail["index"] = "ok" if index.loaded and index.healthy else "unavailable"
+    not_ready = sorted(t.name for t in index.tenants.values() if not t.ready)
+    if not_ready:
+        detail["tenants_not_ready"] = not_ready
+    ok = detail["database"] == "ok" and detail["index"] == "ok" and not not_ready
+    return JsonResponse(
+        {"status": "ok" if ok else "unavailable", "detail": detail}, status_code=200 if ok else 503
+    )

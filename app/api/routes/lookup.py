@@ -1,0 +1,69 @@
+"""Recipient lookups: the route gateways call for every RCPT."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query, Response
+
+from app.api.deps import IndexDep, LookupScope, ReadScope, SessionDep
+from app.api.errors import responses
+from app.api.lookup_http import render, safe_lookup
+from app.api.schemas import BatchAnswer, BatchLookup, LookupAnswer, LookupProblem, RecipientList
+from app.directory import groups as group_service
+from app.directory.recipients import describe, find_by_address
+
+router = APIRouter(prefix="/v1/recipients", tags=["lookup"])
+
+_LOOKUP_RESPONSES = {
+    200: {"model": LookupAnswer, "description": "accept"},
+    400: {"model": LookupProblem, "description": "malformed address (reason `malformed`)"},
+    404: {"model": LookupProblem, "description": "reject: unknown recipient or domain not ours"},
+    503: {
+        "model": LookupProblem,
+        "description": "tempfail: defer the mail (not ready, stale, unavailable)",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+    },
+    **responses(401, 403),
+}
+
+
+@router.get(
+    "/{address}",
+    dependencies=[LookupScope],
+    responses=_LOOKUP_RESPONSES,  # type: ignore[arg-type]
+    response_model=LookupAnswer,
+    summary="Is this address a valid recipient?",
+)
+async def lookup(address: str, index: IndexDep) -> Response:
+    """Answers from memory. Served by a raw-ASGI fast path in `roster serve`; same bytes here."""
+    status, payload, headers = render(safe_lookup(index, address))
+    response = Response(payload, status_code=status, media_type="application/json")
+    for name, value in headers:
+        if name == b"retry-after":
+            response.headers["Retry-After"] = value.decode()
+    return response
+
+
+@router.post(
+    "/lookup",
+    dependencies=[LookupScope],
+    responses=responses(401, 403, 422),  # type: ignore[arg-type]
+    summary="Look up to 1,000 addresses at once",
+)
+async def lookup_batch(body: BatchLookup, index: IndexDep) -> BatchAnswer:
+    return BatchAnswer(
+        items=[LookupAnswer(**safe_lookup(index, a).as_dict()) for a in body.addresses]
+    )
+
+
+@router.get(
+    "/{address}/groups",
+    dependencies=[ReadScope],
+    responses=responses(400, 401, 403, 404),  # type: ignore[arg-type]
+    summary="Groups an address belongs to",
+)
+async def groups_of_address(
+    address: str, session: SessionDep, transitive: bool = Query(default=False)
+) -> RecipientList:
+    recipient = await find_by_address(session, address)
+    found = await group_service.groups_of(session, recipient, transitive=transitive)
+    return RecipientList.model_validate({"items": await describe(session, found), "total": len(found)})

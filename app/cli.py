@@ -1,0 +1,322 @@
+"""The `roster` command line. Each command parses, builds Settings, and calls a package function.
+
+`lookup`, `status`, `users`, `domains` and `apikey` work straight on the database named by
+ROSTER_DATABASE_URL; no running server is needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import RosterError
+from app.settings import Settings
+
+T = TypeVar("T")
+
+cli = typer.Typer(help="Roster: valid-recipient lookups for mail gateways.", no_args_is_help=True)
+db_cli = typer.Typer(help="Database schema.", no_args_is_help=True)
+apikey_cli = typer.Typer(help="API keys (shown once, stored hashed).", no_args_is_help=True)
+users_cli = typer.Typer(help="Manual users.", no_args_is_help=True)
+domains_cli = typer.Typer(help="Accepted domains.", no_args_is_help=True)
+cli.add_typer(db_cli, name="db")
+cli.add_typer(apikey_cli, name="apikey")
+cli.add_typer(users_cli, name="users")
+cli.add_typer(domains_cli, name="domains")
+
+out = Console()
+err = Console(stderr=True)
+
+EXIT_TEMPFAIL = 75  # EX_TEMPFAIL from sysexits.h, as mail tools expect
+
+
+def main() -> None:
+    cli()
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _run(work: Callable[[Settings], Awaitable[T]]) -> T:
+    settings = Settings()
+    try:
+        return asyncio.run(work(settings))
+    except RosterError as exc:
+        _fail(exc.message, 75 if exc.status_code == 503 else 1)
+        raise  # unreachable; keeps type checkers happy
+
+
+async def _with_session(
+    settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]
+) -> T:
+    from app.db.engine import create_engine, create_sessionmaker
+
+    engine = create_engine(settings.database_url)
+    try:
+        async with create_sessionmaker(engine).begin() as session:
+            return await work(session)
+    finally:
+        await engine.dispose()
+
+
+@cli.command()
+def serve(
+    host: Annotated[str, typer.Option(help="HTTP listen address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP listen port")] = 8000,
+) -> None:
+    """Run the HTTP API, the mail-protocol listeners and the sync workers."""
+    from app.serve import run_server
+
+    run_server(Settings(), host=host, port=port)
+
+
+@cli.command()
+def lookup(
+    addresses: Annotated[list[str], typer.Argument(help="addresses to check")],
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
+) -> None:
+    """Check addresses. Exit 0 if all accept, 1 if any reject, 75 if any tempfail."""
+    from app.directory.addresses import normalize, subaddress_base
+    from app.directory.index_sync import IndexSync
+    from app.directory.lookup import LookupIndex, LookupOptions
+    from app.db.engine import create_engine
+    from app.directory.verdicts import LookupResult, Reason, Verdict
+    from app.errors import Malformed
+
+    async def work(settings: Settings) -> list[LookupResult]:
+        wanted: set[str] = set()
+        for raw in addresses:
+            try:
+                address = normalize(raw)
+            except Malformed:
+                continue
+            wanted.add(address)
+            base = subaddress_base(address, settings.recipient_delimiter)
+            if base:
+                wanted.add(base)
+        engine = create_engine(settings.database_url, read_only=True)
+        index = LookupIndex(LookupOptions(settings.recipient_delimiter, settings.reject_disabled))
+        try:
+            await IndexSync(index, engine, max_staleness=settings.max_staleness).load(wanted)
+        except Exception as exc:
+            err.print(f"cannot read the database: {type(exc).__name__}: {exc}", highlight=False)
+        finally:
+            await engine.dispose()
+        results = []
+        for raw in addresses:
+            try:
+                results.append(index.lookup(raw))
+            except Exception:
+                results.append(LookupResult(raw, Verdict.TEMPFAIL, Reason.UNAVAILABLE))
+        return results
+
+    results = _run(work)
+    if as_json:
+        for result in results:
+            sys.stdout.write(orjson.dumps(result.as_dict()).decode() + "\n")
+    else:
+        table = Table("address", "verdict", "reason", "primary", "kind", "tenant", "source")
+        for r in results:
+            color = {"accept": "green", "reject": "red"}.get(r.verdict.value, "yellow")
+            table.add_row(
+                r.address, f"[{color}]{r.verdict.value}[/{color}]", r.reason or "",
+                r.primary or "", r.kind or "", r.tenant or "", r.source or "",
+            )
+        out.print(table)
+    verdicts = {r.verdict.value for r in results}
+    if "tempfail" in verdicts:
+        raise typer.Exit(EXIT_TEMPFAIL)
+    if "reject" in verdicts:
+        raise typer.Exit(1)
+
+
+@db_cli.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+    """Apply Alembic migrations (SQLite or PostgreSQL)."""
+    from app.db.migrate import upgrade
+
+    settings = Settings()
+    upgrade(settings.database_url, revision)
+    out.print(f"database upgraded to {revision}")
+
+
+@apikey_cli.command("create")
+def apikey_create(
+    name: str,
+    scope: Annotated[
+        list[str], typer.Option("--scope", help="lookup, read, write or admin; repeatable")
+    ],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Create a key; it is printed once, alone on the last line, and stored hashed."""
+    from app.apikeys import create_key
+
+    async def work(settings: Settings) -> tuple[dict[str, Any], str]:
+        async def inner(session: AsyncSession) -> tuple[dict[str, Any], str]:
+            row, key = await create_key(session, name, scope)
+            return {"id": row.id, "name": row.name, "scopes": row.scopes}, key
+
+        return await _with_session(settings, inner)
+
+    info, key = _run(work)
+    if as_json:
+        sys.stdout.write(orjson.dumps(info | {"key": key}).decode() + "\n")
+    else:
+        out.print(f"created API key {info['name']} ({info['id']}) scopes={','.join(info['scopes'])}")
+        out.print("store it now; it cannot be shown again:")
+        sys.stdout.flush()
+        sys.stdout.write(key + "\n")
+
+
+@apikey_cli.command("list")
+def apikey_list() -> None:
+    """List keys (never the keys themselves)."""
+    from app.apikeys import list_keys
+
+    async def work(settings: Settings) -> list[Any]:
+        return await _with_session(settings, list_keys)
+
+    table = Table("id", "name", "prefix", "scopes", "created", "revoked")
+    for k in _run(work):
+        table.add_row(
+            k.id, k.name, k.prefix + "…", ",".join(k.scopes), k.created_at.isoformat(timespec="seconds"),
+            k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "",
+        )
+    out.print(table)
+
+
+@apikey_cli.command("revoke")
+def apikey_revoke(key: Annotated[str, typer.Argument(help="key id or name")]) -> None:
+    """Revoke a key; every process stops accepting it within a second."""
+    from app.apikeys import revoke_key
+
+    async def work(settings: Settings) -> str:
+        async def inner(session: AsyncSession) -> str:
+            return (await revoke_key(session, key)).id
+
+        return await _with_session(settings, inner)
+
+    out.print(f"revoked {_run(work)}")
+
+
+@domains_cli.command("add")
+def domains_add(
+    name: str, tenant: Annotated[str, typer.Option(help="tenant name")] = "default"
+) -> None:
+    """Accept mail for a domain (routes its addresses to the tenant)."""
+    from app.directory.tenants import add_domain, ensure_tenant
+
+    async def work(settings: Settings) -> str:
+        async def inner(session: AsyncSession) -> str:
+            return (await add_domain(session, await ensure_tenant(session, tenant), name)).name
+
+        return await _with_session(settings, inner)
+
+    out.print(f"accepted domain {_run(work)} for tenant {tenant}")
+
+
+@domains_cli.command("list")
+def domains_list() -> None:
+    from app.directory.tenants import list_domains
+
+    async def work(settings: Settings) -> list[tuple[str, str, str]]:
+        async def inner(session: AsyncSession) -> list[tuple[str, str, str]]:
+            return [(d.name, t, d.source) for d, t in await list_domains(session)]
+
+        return await _with_session(settings, inner)
+
+    table = Table("domain", "tenant", "source")
+    for row in _run(work):
+        table.add_row(*row)
+    out.print(table)
+
+
+@domains_cli.command("remove")
+def domains_remove(name: str) -> None:
+    from app.directory.tenants import remove_domain
+
+    async def work(settings: Settings) -> None:
+        await _with_session(settings, lambda session: remove_domain(session, name))
+
+    _run(work)
+    out.print(f"removed domain {name}")
+
+
+@users_cli.command("add")
+def users_add(
+    email: str,
+    alias: Annotated[list[str] | None, typer.Option("--alias", help="repeatable")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="display name")] = None,
+    disabled: Annotated[bool, typer.Option("--disabled")] = False,
+) -> None:
+    """Add a manual user with aliases (its domain must be accepted)."""
+    from app.directory.recipients import save_manual
+    from app.directory.records import RecipientKind
+
+    async def work(settings: Settings) -> str:
+        async def inner(session: AsyncSession) -> str:
+            recipient = await save_manual(
+                session, recipient=None, email=email, aliases=alias or [], display_name=name,
+                enabled=not disabled, kind=RecipientKind.USER, attributes={},
+            )
+            return recipient.id
+
+        return await _with_session(settings, inner)
+
+    out.print(f"added {email} ({_run(work)})")
+
+
+@cli.command()
+def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Connectors of every tenant: state, last success, last error, counts."""
+    from app.directory.models import Connector, Tenant
+    from app.directory.tenants import count_addresses
+
+    async def work(settings: Settings) -> list[dict[str, Any]]:
+        async def inner(session: AsyncSession) -> list[dict[str, Any]]:
+            rows = await session.execute(
+                select(Connector, Tenant.name)
+                .join(Tenant, Tenant.id == Connector.tenant_id)
+                .order_by(Tenant.name, Connector.name)
+            )
+            items = []
+            for connector, tenant in rows.tuples():
+                objects, addresses = await count_addresses(session, connector.id)
+                items.append(
+                    {
+                        "id": connector.id, "tenant": tenant, "name": connector.name,
+                        "kind": connector.kind, "state": connector.state,
+                        "last_success_at": connector.last_success_at.isoformat()
+                        if connector.last_success_at else None,
+                        "last_error": connector.last_error, "objects": objects,
+                        "addresses": addresses, "progress": connector.progress or {},
+                    }
+                )
+            return items
+
+        return await _with_session(settings, inner)
+
+    items = _run(work)
+    if as_json:
+        sys.stdout.write(orjson.dumps(items).decode() + "\n")
+        return
+    table = Table("tenant", "connector", "kind", "state", "last success", "objects", "addresses",
+                  "last error")
+    for i in items:
+        table.add_row(i["tenant"], i["name"], i["kind"], i["state"], i["last_success_at"] or "never",
+                      str(i["objects"]), str(i["addresses"]), i["last_error"] or "")
+    if not items:
+        out.print("no connectors yet: add a domain and users, or configure a directory source")
+    else:
+        out.print(table)

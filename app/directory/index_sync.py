@@ -1,0 +1,245 @@
+"""Fill the lookup index from the mirror and keep it current from the `changes` log.
+
+A writer in this process calls `refresh()` right after its commit (its own change is visible at
+once); a background loop polls every `poll_interval` for other processes' commits. If the
+database cannot be read, every tenant turns TEMPFAIL until a refresh succeeds again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from app.directory.lookup import Entry, LookupIndex, TenantState
+from app.directory.models import Address, Change, Connector, Domain, Recipient, Tenant
+from app.directory.records import SourceKind
+
+logger = logging.getLogger(__name__)
+
+RefreshHook = Callable[[AsyncConnection], Awaitable[None]]
+_FETCH = 20_000
+
+
+class IndexSync:
+    def __init__(
+        self,
+        index: LookupIndex,
+        engine: AsyncEngine,
+        *,
+        max_staleness: timedelta = timedelta(hours=24),
+        poll_interval: float = 0.25,
+        hooks: Sequence[RefreshHook] = (),
+    ) -> None:
+        self.index = index
+        self.engine = engine
+        self.max_staleness = max_staleness
+        self.poll_interval = poll_interval
+        self.hooks = list(hooks)
+        self._lock = asyncio.Lock()
+
+    async def load(self, only: set[str] | None = None) -> None:
+        """Build a complete new index off to the side, then swap it in.
+
+        `only` restricts it to recipients owning those addresses (one-shot CLI lookups).
+        """
+        async with self._lock:
+            try:
+                await self._load(only)
+            except Exception:
+                self._mark_unhealthy()
+                raise
+
+    async def refresh(self) -> None:
+        async with self._lock:
+            try:
+                if not self.index.loaded:
+                    await self._load()
+                else:
+                    await self._refresh()
+            except Exception:
+                self._mark_unhealthy()
+                raise
+
+    async def refresh_after_write(self) -> None:
+        """Make this process's own commit visible now; if that fails, the poll loop retries."""
+        try:
+            await self.refresh()
+        except Exception as exc:
+            logger.warning("index refresh after write failed: error=%s", type(exc).__name__)
+
+    async def run(self) -> None:
+        """Poll forever; failures are logged and turn lookups into tempfails, never crash."""
+        failing = False
+        while True:
+            try:
+                await self.refresh()
+                if failing:
+                    logger.info("index refresh recovered: seq=%d", self.index.last_seq)
+                failing = False
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not failing:
+                    logger.error("index refresh failed, lookups defer: error=%s", exc)
+                failing = True
+            await asyncio.sleep(self.poll_interval)
+
+    def _mark_unhealthy(self) -> None:
+        self.index.healthy = False
+        for tenant in self.index.tenants.values():
+            tenant.healthy = False
+
+    async def _load(self, only: set[str] | None = None) -> None:
+        fresh = LookupIndex(self.index.options, clock=self.index.clock)
+        async with self.engine.connect() as conn:
+            last_seq = await conn.scalar(select(func.coalesce(func.max(Change.seq), 0)))
+            await _load_tenants(conn, fresh, self.max_staleness)
+            stmt = (
+                select(
+                    Recipient.id, Recipient.tenant_id, Recipient.kind, Recipient.enabled,
+                    Recipient.source, Address.address, Address.is_primary,
+                )
+                .join(Address, Address.recipient_id == Recipient.id)
+                .where(Recipient.deleted_at.is_(None))
+                .order_by(Recipient.id)
+            )
+            if only is not None:
+                owners = select(Address.recipient_id).where(Address.address.in_(sorted(only)))
+                stmt = stmt.where(Recipient.id.in_(owners))
+            result = await conn.stream(stmt.execution_options(yield_per=_FETCH))
+            current: list[tuple[str, str, str, bool, str, str, bool]] = []
+            async for partition in result.partitions(_FETCH):
+                for row in partition:
+                    if current and current[0][0] != row[0]:
+                        fresh.put(_entry(fresh, current))
+                        current = []
+                    current.append(tuple(row))  # type: ignore[arg-type]
+            if current:
+                fresh.put(_entry(fresh, current))
+            for hook in self.hooks:
+                await hook(conn)
+        fresh.last_seq = int(last_seq or 0)
+        fresh.loaded = True
+        self._swap(fresh)
+        logger.info(
+            "lookup index loaded: addresses=%d recipients=%d seq=%d",
+            len(fresh.addresses), len(fresh.by_recipient), fresh.last_seq,
+        )
+
+    def _swap(self, fresh: LookupIndex) -> None:
+        index = self.index
+        index.addresses, index.by_recipient = fresh.addresses, fresh.by_recipient
+        index.domains, index.tenants = fresh.domains, fresh.tenants
+        index.last_seq = fresh.last_seq
+        index.loaded = index.healthy = True
+
+    async def _refresh(self) -> None:
+        index = self.index
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(Change.seq, Change.recipient_id, Change.action)
+                    .where(Change.seq > index.last_seq)
+                    .order_by(Change.seq)
+                    .limit(_FETCH)
+                )
+            ).all()
+            domains_changed = any(action == "domain" for _, _, action in rows)
+            if not domains_changed:
+                tenants = await _load_tenants(conn, None, self.max_staleness, into=index)
+                ids = list(dict.fromkeys(rid for _, rid, _ in rows if rid is not None))
+                for start in range(0, len(ids), 500):
+                    await _reload_recipients(conn, index, ids[start : start + 500], tenants)
+                for hook in self.hooks:
+                    await hook(conn)
+        if domains_changed:
+            # Accepted domains decide which addresses count: rebuild off to the side.
+            await self._load()
+            return
+        if rows:
+            index.last_seq = rows[-1][0]
+        index.healthy = True
+        for tenant in index.tenants.values():
+            tenant.healthy = True
+
+
+async def _load_tenants(
+    conn: AsyncConnection,
+    fresh: LookupIndex | None,
+    max_staleness: timedelta,
+    *,
+    into: LookupIndex | None = None,
+) -> dict[str, TenantState]:
+    """(Re)read tenants, domains and connector readiness; cheap, so it runs on every poll."""
+    target = fresh or into
+    assert target is not None
+    tenants = target.tenants if into is not None else {}
+    for tid, name in (await conn.execute(select(Tenant.id, Tenant.name))).tuples():
+        state = tenants.get(tid) or TenantState(tid, name)
+        state.name = name
+        tenants[tid] = state
+    if fresh is not None:
+        fresh.tenants = tenants
+        fresh.domains = {
+            name: tenants[tid]
+            for name, tid in (await conn.execute(select(Domain.name, Domain.tenant_id))).tuples()
+        }
+    ready = dict.fromkeys(tenants, True)
+    stale_after: dict[str, float | None] = dict.fromkeys(tenants)
+    authoritative = [k.value for k in SourceKind if k.is_authoritative]
+    rows = await conn.execute(
+        select(Connector.tenant_id, Connector.first_round_done, Connector.last_success_at).where(
+            Connector.kind.in_(authoritative)
+        )
+    )
+    for tid, done, last_success in rows.tuples():
+        if tid not in tenants:
+            continue
+        if not done or last_success is None:
+            ready[tid] = False
+            continue
+        if max_staleness.total_seconds() > 0:
+            limit = (last_success + max_staleness).timestamp()
+            previous = stale_after[tid]
+            stale_after[tid] = limit if previous is None else min(previous, limit)
+    for tid, state in tenants.items():
+        state.ready = ready[tid]
+        state.stale_after = stale_after[tid]
+    return tenants
+
+
+async def _reload_recipients(
+    conn: AsyncConnection, index: LookupIndex, ids: list[str], tenants: dict[str, TenantState]
+) -> None:
+    rows = (
+        await conn.execute(
+            select(
+                Recipient.id, Recipient.tenant_id, Recipient.kind, Recipient.enabled,
+                Recipient.source, Address.address, Address.is_primary,
+            )
+            .join(Address, Address.recipient_id == Recipient.id)
+            .where(Recipient.id.in_(ids), Recipient.deleted_at.is_(None))
+            .order_by(Recipient.id)
+        )
+    ).all()
+    grouped: dict[str, list[tuple[str, str, str, bool, str, str, bool]]] = {}
+    for row in rows:
+        grouped.setdefault(row[0], []).append(tuple(row))  # type: ignore[arg-type]
+    for rid in ids:
+        index.remove(rid)
+    for group in grouped.values():
+        index.put(_entry(index, group))
+
+
+def _entry(index: LookupIndex, rows: list[tuple[str, str, str, bool, str, str, bool]]) -> Entry:
+    rid, tid, kind, enabled, source = rows[0][:5]
+    kind, source = sys.intern(kind), sys.intern(source)
+    addresses = tuple(row[5] for row in rows)
+    primary = next((row[5] for row in rows if row[6]), addresses[0])
+    return Entry(rid, index.tenants[tid], primary, kind, enabled, source, addresses)

@@ -1,0 +1,178 @@
+"""Read models of recipients and the manual source's create/update/delete rules."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.directory import service
+from app.directory.addresses import domain_of, normalize
+from app.directory.models import Address, Connector, Domain, Recipient, Tenant, new_id
+from app.directory.records import ChangeSet, RecipientKind, RecipientRecord, SourceKind
+from app.directory.tenants import ensure_connector, tenant_for_domain
+from app.errors import Conflict, InvalidInput, Malformed, NotFound
+
+GROUP_KINDS = (RecipientKind.GROUP.value,)
+
+
+async def describe(session: AsyncSession, recipients: Sequence[Recipient]) -> list[dict[str, Any]]:
+    """Recipients with their addresses and tenant names, in the API's shape."""
+    ids = [r.id for r in recipients]
+    addresses: dict[str, list[tuple[str, bool]]] = {rid: [] for rid in ids}
+    if ids:
+        rows = await session.execute(
+            select(Address.recipient_id, Address.address, Address.is_primary)
+            .where(Address.recipient_id.in_(ids))
+            .order_by(Address.address)
+        )
+        for rid, address, is_primary in rows.tuples():
+            addresses[rid].append((address, is_primary))
+    tenants = dict((await session.execute(select(Tenant.id, Tenant.name))).tuples().all())
+    out = []
+    for r in recipients:
+        owned = addresses[r.id]
+        primary = next((a for a, p in owned if p), owned[0][0] if owned else None)
+        out.append(
+            {
+                "id": r.id,
+                "tenant": tenants.get(r.tenant_id, r.tenant_id),
+                "kind": r.kind,
+                "source": r.source,
+                "email": primary,
+                "aliases": [a for a, _ in owned if a != primary],
+                "display_name": r.display_name,
+                "enabled": r.enabled,
+                "attributes": r.attributes or {},
+                "first_seen_at": r.first_seen_at,
+                "last_seen_at": r.last_seen_at,
+            }
+        )
+    return out
+
+
+async def get_live(session: AsyncSession, recipient_id: str) -> Recipient:
+    recipient = await session.get(Recipient, recipient_id)
+    if recipient is None or recipient.deleted_at is not None:
+        raise NotFound(f"no recipient with id {recipient_id}")
+    return recipient
+
+
+async def find_by_address(session: AsyncSession, raw: str) -> Recipient:
+    address = normalize(raw)
+    recipient = await session.scalar(
+        select(Recipient)
+        .join(Address, Address.recipient_id == Recipient.id)
+        .where(Address.address == address, Recipient.deleted_at.is_(None))
+    )
+    if recipient is None:
+        raise NotFound(f"no recipient has the address {address}")
+    return recipient
+
+
+async def resolve(session: AsyncSession, id_or_address: str) -> Recipient:
+    if "@" in id_or_address:
+        return await find_by_address(session, id_or_address)
+    return await get_live(session, id_or_address)
+
+
+async def list_recipients(
+    session: AsyncSession, *, kinds: Sequence[str] | None, exclude_kinds: Sequence[str] = (),
+    source: str | None = None, limit: int = 100, offset: int = 0,
+) -> tuple[list[Recipient], int]:
+    conditions = [Recipient.deleted_at.is_(None)]
+    if kinds:
+        conditions.append(Recipient.kind.in_(kinds))
+    if exclude_kinds:
+        conditions.append(Recipient.kind.not_in(exclude_kinds))
+    if source:
+        conditions.append(Recipient.source == source)
+    total = await session.scalar(select(func.count()).select_from(Recipient).where(*conditions))
+    rows = await session.scalars(
+        select(Recipient).where(*conditions).order_by(Recipient.first_seen_at, Recipient.id)
+        .limit(limit).offset(offset)
+    )
+    return list(rows), int(total or 0)
+
+
+async def _tenant_of(session: AsyncSession, addresses: Sequence[str]) -> Tenant:
+    """Every address of a manual object must be in one tenant's accepted domains."""
+    tenant: Tenant | None = None
+    for address in addresses:
+        found = await tenant_for_domain(session, domain_of(address))
+        if found is None:
+            known = ", ".join(sorted(await session.scalars(select(Domain.name)))) or "none yet"
+            raise InvalidInput(
+                f"{address}: domain {domain_of(address)} is not an accepted domain "
+                f"(accepted: {known}; add it with POST /v1/domains)"
+            )
+        if tenant is not None and found.id != tenant.id:
+            raise InvalidInput("all addresses of one recipient must belong to one tenant")
+        tenant = found
+    assert tenant is not None
+    return tenant
+
+
+def _normalized(email: str, aliases: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    for raw in [email, *aliases]:
+        try:
+            address = normalize(raw)
+        except Malformed as exc:
+            raise Malformed(f"{raw!r} is not a valid address: {exc.message}") from exc
+        if address not in out:
+            out.append(address)
+    return out
+
+
+async def save_manual(
+    session: AsyncSession,
+    *,
+    recipient: Recipient | None,
+    email: str,
+    aliases: Sequence[str],
+    display_name: str | None,
+    enabled: bool,
+    kind: RecipientKind,
+    attributes: dict[str, Any],
+) -> Recipient:
+    """Create or replace a manual recipient; 409 names the owner of an address already taken."""
+    addresses = _normalized(email, aliases)
+    tenant = await _tenant_of(session, addresses)
+    if recipient is not None and recipient.tenant_id != tenant.id:
+        raise InvalidInput("a recipient cannot move to another tenant's domain")
+    connector = await ensure_connector(session, tenant, SourceKind.MANUAL)
+    external_id = recipient.external_id if recipient is not None else new_id()
+    record = RecipientRecord(
+        external_id=external_id, kind=kind, addresses=tuple(addresses), primary=addresses[0],
+        display_name=display_name, enabled=enabled, attributes=attributes,
+    )
+    result = await service.apply(
+        session, ChangeSet(upserts=[record]), connector=service.ConnectorRef.of(connector),
+        strict=True,
+    )
+    saved = await session.get(Recipient, result.recipient_ids[external_id], populate_existing=True)
+    assert saved is not None
+    return saved
+
+
+async def require_manual(session: AsyncSession, recipient: Recipient) -> Connector:
+    connector = await session.get(Connector, recipient.connector_id)
+    assert connector is not None
+    if connector.kind != SourceKind.MANUAL.value:
+        raise Conflict(
+            f"recipient {recipient.id} is managed by its {connector.kind} source; "
+            "change it there"
+        )
+    return connector
+
+
+async def delete_manual(session: AsyncSession, recipient: Recipient) -> None:
+    connector = await require_manual(session, recipient)
+    await service.apply(
+        session, ChangeSet(deletes=[recipient.external_id]),
+        connector=service.ConnectorRef.of(connector), now=datetime.now(UTC),
+    )

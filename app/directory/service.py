@@ -1,0 +1,470 @@
+"""Apply a connector's change set to the mirror: the only code that writes recipients.
+
+Works a page at a time with set-based statements (one query per table, not per object), so a
+100k-user Graph round stays within seconds. Callers own the transaction: `apply` only flushes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import delete, func, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.upsert import insert_ignore
+from app.directory.records import ChangeSet, RecipientRecord, SourceKind
+from app.directory.addresses import normalize
+from app.directory.changelog import record_changes
+from app.directory.models import (
+    Address,
+    AddressConflict,
+    Connector,
+    Membership,
+    Recipient,
+    new_id,
+)
+from app.errors import Conflict, InvalidInput, Malformed
+
+logger = logging.getLogger(__name__)
+
+CHUNK = 500
+
+
+@dataclass(slots=True)
+class ConnectorRef:
+    id: str
+    tenant_id: str
+    kind: SourceKind
+
+    @classmethod
+    def of(cls, connector: Connector) -> ConnectorRef:
+        return cls(connector.id, connector.tenant_id, SourceKind(connector.kind))
+
+
+@dataclass(slots=True)
+class ApplyResult:
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    skipped_addresses: int = 0
+    conflicts: int = 0
+    recipient_ids: dict[str, str] = field(default_factory=dict)  # external id -> recipient id
+
+
+@dataclass(slots=True)
+class _Prepared:
+    record: RecipientRecord
+    addresses: list[str]  # normalized, primary first
+    digest: str
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _prepare(record: RecipientRecord, *, strict: bool, result: ApplyResult) -> _Prepared:
+    addresses: list[str] = []
+    for raw in ([record.primary] if record.primary else []) + list(record.addresses):
+        try:
+            address = normalize(raw)
+        except Malformed as exc:
+            if strict:
+                raise InvalidInput(f"{raw!r} is not a valid address: {exc.message}") from exc
+            result.skipped_addresses += 1
+            continue
+        if address not in addresses:
+            addresses.append(address)
+    digest = hashlib.sha256(
+        orjson.dumps(
+            [
+                record.kind.value,
+                addresses,
+                record.display_name,
+                record.enabled,
+                dict(record.attributes),
+            ],
+            option=orjson.OPT_SORT_KEYS,
+        )
+    ).hexdigest()
+    return _Prepared(record, addresses, digest)
+
+
+async def apply(
+    session: AsyncSession,
+    changes: ChangeSet,
+    *,
+    connector: ConnectorRef,
+    round_id: str | None = None,
+    strict: bool = False,
+    now: datetime | None = None,
+) -> ApplyResult:
+    """Write one page of changes; idempotent, so a replayed page changes nothing.
+
+    `strict` (manual API): malformed addresses and address conflicts raise instead of being
+    skipped and recorded.
+    """
+    now = now or _now()
+    result = ApplyResult()
+    changed_ids: list[str] = []
+    prepared = {r.external_id: _prepare(r, strict=strict, result=result) for r in changes.upserts}
+    if prepared:
+        changed_ids += await _upsert_recipients(session, prepared, connector, round_id, now, result)
+    if changes.deletes:
+        changed_ids += await _delete_recipients(session, changes.deletes, connector, now, result)
+    await _apply_memberships(session, changes, connector, result)
+    if changed_ids:
+        await record_changes(
+            session, connector.tenant_id, changed_ids, action="upsert", source=connector.kind, at=now
+        )
+    await session.flush()
+    return result
+
+
+async def _upsert_recipients(
+    session: AsyncSession,
+    prepared: dict[str, _Prepared],
+    connector: ConnectorRef,
+    round_id: str | None,
+    now: datetime,
+    result: ApplyResult,
+) -> list[str]:
+    external_ids = list(prepared)
+    existing: dict[str, tuple[str, str, datetime | None]] = {}
+    for chunk in _chunks(external_ids):
+        rows = await session.execute(
+            select(
+                Recipient.external_id, Recipient.id, Recipient.source_hash, Recipient.deleted_at
+            ).where(Recipient.connector_id == connector.id, Recipient.external_id.in_(chunk))
+        )
+        for ext, rid, digest, deleted_at in rows:
+            existing[ext] = (rid, digest, deleted_at)
+
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    seen_unchanged: list[str] = []
+    changed: dict[str, _Prepared] = {}
+    for ext, prep in prepared.items():
+        record = prep.record
+        row = {
+            "kind": record.kind.value,
+            "display_name": record.display_name,
+            "enabled": record.enabled,
+            "attributes": dict(record.attributes),
+            "source_hash": prep.digest,
+            "round_id": round_id,
+            "last_seen_at": now,
+            "deleted_at": None,
+        }
+        if ext not in existing:
+            rid = new_id()
+            inserts.append(
+                row
+                | {
+                    "id": rid,
+                    "tenant_id": connector.tenant_id,
+                    "connector_id": connector.id,
+                    "source": connector.kind.value,
+                    "external_id": ext,
+                    "first_seen_at": now,
+                }
+            )
+            result.added += 1
+            changed[rid] = prep
+        else:
+            rid, digest, deleted_at = existing[ext]
+            if digest == prep.digest and deleted_at is None:
+                result.unchanged += 1
+                seen_unchanged.append(rid)
+            else:
+                updates.append(row | {"id": rid})
+                result.updated += 1
+                changed[rid] = prep
+        result.recipient_ids[ext] = rid
+
+    if inserts:
+        await session.execute(Recipient.__table__.insert(), inserts)
+    if updates:
+        await session.execute(
+            update(Recipient).execution_options(synchronize_session=False), updates
+        )
+    if seen_unchanged and round_id is not None:
+        for chunk in _chunks(seen_unchanged):
+            await session.execute(
+                update(Recipient)
+                .where(Recipient.id.in_(chunk))
+                .values(round_id=round_id, last_seen_at=now)
+                .execution_options(synchronize_session=False)
+            )
+    if not changed:
+        return []
+    losers = await _assign_addresses(session, changed, connector, now, result)
+    return list(changed) + losers
+
+
+async def _assign_addresses(
+    session: AsyncSession,
+    changed: dict[str, _Prepared],
+    connector: ConnectorRef,
+    now: datetime,
+    result: ApplyResult,
+) -> list[str]:
+    """Give each changed recipient exactly its addresses; settle claims on taken addresses.
+
+    Authoritative sources (Graph, LDAP) take an address from spreadsheet/manual/learned owners;
+    otherwise the first owner keeps it. Every lost claim is recorded in address_conflicts.
+    Returns the ids of recipients that lost an address (their index entries must refresh).
+    """
+    tenant_id = connector.tenant_id
+    ids = list(changed)
+    current: dict[str, dict[str, bool]] = {rid: {} for rid in ids}
+    for chunk in _chunks(ids):
+        rows = await session.execute(
+            select(Address.recipient_id, Address.address, Address.is_primary).where(
+                Address.recipient_id.in_(chunk)
+            )
+        )
+        for rid, address, is_primary in rows:
+            current[rid][address] = is_primary
+
+    wanted_all = sorted({a for prep in changed.values() for a in prep.addresses})
+    owners: dict[str, tuple[str, str, str | None]] = {}
+    for chunk in _chunks(wanted_all):
+        rows = await session.execute(
+            select(Address.address, Address.recipient_id, Recipient.source, Recipient.display_name)
+            .join(Recipient, Recipient.id == Address.recipient_id)
+            .where(Address.tenant_id == tenant_id, Address.address.in_(chunk))
+        )
+        for address, rid, source, name in rows:
+            owners[address] = (rid, source, name)
+
+    removes: list[tuple[str, str]] = []
+    inserts: list[dict[str, Any]] = []
+    primary_flips: list[dict[str, Any]] = []
+    conflicts: list[dict[str, Any]] = []
+    losers: set[str] = set()
+    for rid, prep in changed.items():
+        wanted = {a: i == 0 for i, a in enumerate(prep.addresses)}
+        for address in current[rid]:
+            if address not in wanted:
+                removes.append((tenant_id, address))
+        for address, is_primary in wanted.items():
+            if address in current[rid]:
+                if current[rid][address] != is_primary:
+                    primary_flips.append({"t": tenant_id, "a": address, "p": is_primary})
+                continue
+            owner = owners.get(address)
+            if owner is not None and owner[0] != rid and owner[0] in changed:
+                owner = None if address not in changed[owner[0]].addresses else owner
+            if owner is None or owner[0] == rid:
+                inserts.append(
+                    {"tenant_id": tenant_id, "address": address, "recipient_id": rid,
+                     "is_primary": is_primary}
+                )
+                owners[address] = (rid, connector.kind.value, prep.record.display_name)
+                continue
+            owner_id, owner_source, owner_name = owner
+            takes_over = connector.kind.is_authoritative and not SourceKind(
+                owner_source
+            ).is_authoritative
+            if not takes_over and _is_strict_claim(connector):
+                raise Conflict(
+                    f"{address} already belongs to {owner_name or owner_id} "
+                    f"(recipient {owner_id}, source {owner_source})"
+                )
+            result.conflicts += 1
+            if takes_over:
+                removes.append((tenant_id, address))
+                inserts.append(
+                    {"tenant_id": tenant_id, "address": address, "recipient_id": rid,
+                     "is_primary": is_primary}
+                )
+                owners[address] = (rid, connector.kind.value, prep.record.display_name)
+                losers.add(owner_id)
+                conflicts.append({"address": address, "owner_id": rid, "claimant_id": owner_id})
+            else:
+                conflicts.append({"address": address, "owner_id": owner_id, "claimant_id": rid})
+
+    for chunk in _chunks(removes):
+        await session.execute(
+            delete(Address)
+            .where(tuple_(Address.tenant_id, Address.address).in_(chunk))
+            .execution_options(synchronize_session=False)
+        )
+    if inserts:
+        await session.execute(Address.__table__.insert(), inserts)
+    for flip in primary_flips:
+        await session.execute(
+            update(Address)
+            .where(Address.tenant_id == flip["t"], Address.address == flip["a"])
+            .values(is_primary=flip["p"])
+            .execution_options(synchronize_session=False)
+        )
+    if conflicts:
+        await _record_conflicts(session, tenant_id, conflicts, now)
+    return sorted(losers - set(changed))
+
+
+def _is_strict_claim(connector: ConnectorRef) -> bool:
+    return connector.kind is SourceKind.MANUAL
+
+
+async def _record_conflicts(
+    session: AsyncSession, tenant_id: str, conflicts: list[dict[str, Any]], now: datetime
+) -> None:
+    for item in conflicts:
+        exists = await session.scalar(
+            select(func.count())
+            .select_from(AddressConflict)
+            .where(
+                AddressConflict.tenant_id == tenant_id,
+                AddressConflict.address == item["address"],
+                AddressConflict.claimant_id == item["claimant_id"],
+            )
+        )
+        if exists:
+            await session.execute(
+                update(AddressConflict)
+                .where(
+                    AddressConflict.tenant_id == tenant_id,
+                    AddressConflict.address == item["address"],
+                    AddressConflict.claimant_id == item["claimant_id"],
+                )
+                .values(owner_id=item["owner_id"])
+                .execution_options(synchronize_session=False)
+            )
+        else:
+            session.add(AddressConflict(tenant_id=tenant_id, detected_at=now, **item))
+        logger.warning(
+            "address conflict: address=%s owner=%s claimant=%s",
+            item["address"], item["owner_id"], item["claimant_id"],
+        )
+
+
+async def _delete_recipients(
+    session: AsyncSession,
+    external_ids: list[str],
+    connector: ConnectorRef,
+    now: datetime,
+    result: ApplyResult,
+) -> list[str]:
+    ids: list[str] = []
+    for chunk in _chunks(external_ids):
+        rows = await session.scalars(
+            select(Recipient.id).where(
+                Recipient.connector_id == connector.id,
+                Recipient.external_id.in_(chunk),
+                Recipient.deleted_at.is_(None),
+            )
+        )
+        ids += list(rows)
+    await soft_delete(session, ids, now=now)
+    result.deleted += len(ids)
+    return ids
+
+
+async def soft_delete(session: AsyncSession, recipient_ids: Sequence[str], *, now: datetime) -> None:
+    """Remove recipients from the recipient set; the row stays (deleted_at) for audit and restore."""
+    for chunk in _chunks(list(recipient_ids)):
+        await session.execute(
+            delete(Address)
+            .where(Address.recipient_id.in_(chunk))
+            .execution_options(synchronize_session=False)
+        )
+        await session.execute(
+            delete(Membership)
+            .where(Membership.group_id.in_(chunk))
+            .execution_options(synchronize_session=False)
+        )
+        await session.execute(
+            delete(AddressConflict)
+            .where(AddressConflict.claimant_id.in_(chunk))
+            .execution_options(synchronize_session=False)
+        )
+        await session.execute(
+            update(Recipient)
+            .where(Recipient.id.in_(chunk))
+            .values(deleted_at=now, source_hash="")
+            .execution_options(synchronize_session=False)
+        )
+
+
+async def _apply_memberships(
+    session: AsyncSession, changes: ChangeSet, connector: ConnectorRef, result: ApplyResult
+) -> None:
+    group_exts = {ref.group_external_id for ref in changes.member_adds + changes.member_removes}
+    group_exts |= set(changes.member_sets)
+    if not group_exts:
+        return
+    group_ids = dict(result.recipient_ids)
+    missing = [g for g in group_exts if g not in group_ids]
+    for chunk in _chunks(missing):
+        rows = await session.execute(
+            select(Recipient.external_id, Recipient.id).where(
+                Recipient.connector_id == connector.id,
+                Recipient.external_id.in_(chunk),
+                Recipient.deleted_at.is_(None),
+            )
+        )
+        group_ids.update(dict(rows.tuples().all()))
+
+    for group_ext, members in changes.member_sets.items():
+        gid = group_ids.get(group_ext)
+        if gid is None:
+            continue
+        await session.execute(
+            delete(Membership)
+            .where(Membership.group_id == gid)
+            .execution_options(synchronize_session=False)
+        )
+        rows = [
+            {"group_id": gid, "member_connector_id": connector.id, "member_external_id": m}
+            for m in dict.fromkeys(members)
+        ]
+        if rows:
+            await session.execute(Membership.__table__.insert(), rows)
+
+    removes = [
+        (group_ids[r.group_external_id], connector.id, r.member_external_id)
+        for r in changes.member_removes
+        if r.group_external_id in group_ids
+    ]
+    for chunk in _chunks(removes):
+        await session.execute(
+            delete(Membership)
+            .where(
+                tuple_(
+                    Membership.group_id,
+                    Membership.member_connector_id,
+                    Membership.member_external_id,
+                ).in_(chunk)
+            )
+            .execution_options(synchronize_session=False)
+        )
+    adds = list(
+        dict.fromkeys(
+            (group_ids[r.group_external_id], connector.id, r.member_external_id)
+            for r in changes.member_adds
+            if r.group_external_id in group_ids
+        )
+    )
+    for chunk in _chunks(adds):
+        await insert_ignore(
+            session,
+            Membership.__table__,
+            [
+                {"group_id": g, "member_connector_id": c, "member_external_id": m}
+                for g, c, m in chunk
+            ],
+        )

@@ -1,0 +1,62 @@
+"""The answer to "is this a valid recipient?", shared by HTTP, socketmap, tcp_table and policy.
+
+Only a successful lookup in a ready mirror may produce REJECT; everything uncertain is TEMPFAIL,
+because a tempfail makes mail wait in the sender's queue while a wrong reject bounces it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Verdict(StrEnum):
+    ACCEPT = "accept"
+    REJECT = "reject"
+    TEMPFAIL = "tempfail"
+
+
+class Reason(StrEnum):
+    UNKNOWN_RECIPIENT = "unknown_recipient"
+    DOMAIN_NOT_ACCEPTED = "domain_not_accepted"
+    DISABLED = "disabled"
+    NOT_READY = "not_ready"
+    STALE = "stale"
+    UNAVAILABLE = "unavailable"
+    MALFORMED = "malformed"
+
+
+@dataclass(frozen=True, slots=True)
+class LookupResult:
+    """One verdict with the fields of the HTTP answer (DESIGN.md section 6)."""
+
+    address: str
+    verdict: Verdict
+    reason: Reason | None = None
+    matched: str | None = None
+    primary: str | None = None
+    kind: str | None = None
+    enabled: bool | None = None
+    recipient_id: str | None = None
+    tenant: str | None = None
+    source: str | None = None
+    detail: str | None = None
+
+    @property
+    def valid(self) -> bool:
+        return self.verdict is Verdict.ACCEPT
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "address": self.address,
+            "valid": self.valid,
+            "verdict": self.verdict.value,
+            "reason": self.reason.value if self.reason else None,
+            "matched": self.matched,
+            "primary": self.primary,
+            "kind": self.kind,
+            "enabled": self.enabled,
+            "recipient_id": self.recipient_id,
+            "tenant": self.tenant,
+            "source": self.source,
+        }

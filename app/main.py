@@ -1,0 +1,89 @@
+"""create_app(settings): the HTTP API and the lookup index it answers from.
+
+Nothing connects at import time; engines are created here (they connect lazily) and the index is
+loaded in the lifespan, so one test run can build apps on SQLite and PostgreSQL side by side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+
+from app import __version__
+from app.api.errors import install_error_handlers
+from app.api.limits import BodySizeLimit
+from app.api.lookup_http import LookupFastPath
+from app.api.routes import changes, domains, groups, health, lookup, users
+from app.apikeys import KeyCache
+from app.db.engine import create_engine, create_sessionmaker
+from app.directory.index_sync import IndexSync
+from app.directory.lookup import LookupIndex, LookupOptions
+from app.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    engine = create_engine(settings.database_url)
+    reader = create_engine(settings.database_url, read_only=True)
+    index = LookupIndex(
+        LookupOptions(
+            delimiter=settings.recipient_delimiter, reject_disabled=settings.reject_disabled
+        )
+    )
+    keys = KeyCache(reader)
+    index_sync = IndexSync(
+        index,
+        reader,
+        max_staleness=settings.max_staleness,
+        poll_interval=settings.index_poll_interval,
+        hooks=[keys.reload],
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            await index_sync.load()
+        except Exception as exc:
+            # Keep serving: lookups answer tempfail until the poll loop succeeds.
+            logger.error("initial index load failed, lookups defer: error=%s", exc)
+        poller = asyncio.create_task(index_sync.run(), name="index-sync")
+        app.state.tasks = [poller]
+        try:
+            yield
+        finally:
+            for task in app.state.tasks:
+                task.cancel()
+            await asyncio.gather(*app.state.tasks, return_exceptions=True)
+            await engine.dispose()
+            await reader.dispose()
+
+    app = FastAPI(
+        title="Roster",
+        version=__version__,
+        summary="Valid-recipient lookups for mail gateways, mirrored from your directory",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = create_sessionmaker(engine)
+    app.state.index = index
+    app.state.index_sync = index_sync
+    app.state.keys = keys
+    install_error_handlers(app)
+    for module in (lookup, users, groups, domains, changes, health):
+        app.include_router(module.router)
+    return app
+
+
+def create_asgi(settings: Settings) -> Any:
+    """The app as `roster serve` runs it: lookup fast path, body limit, then FastAPI."""
+    app = create_app(settings)
+    return LookupFastPath(
+        BodySizeLimit(app, max_bytes=settings.max_body_bytes), app.state.index, app.state.keys
+    )
