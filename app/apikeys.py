@@ -110,4 +110,4 @@ class KeyCache:
         rows = await conn.execute(
             select(ApiKey.key_hash, ApiKey.scopes).where(ApiKey.revoked_at.is_(None))
         )
-        self._scopes = {digest: frozenset(scopes) for digest, scopes in rows.tuples()}
+        self._scopes = {digest: frozenset(scopes) for digest, scopes in rows}

@@ -291,7 +291,7 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
                 .order_by(Tenant.name, Connector.name)
             )
             items = []
-            for connector, tenant in rows.tuples():
+            for connector, tenant in rows:
                 objects, addresses = await count_addresses(session, connector.id)
                 items.append(
                     {

@@ -36,7 +36,7 @@ async def direct_members(session: AsyncSession, group_ids: Sequence[str]) -> dic
             .where(Membership.group_id.in_(chunk), Recipient.deleted_at.is_(None))
             .order_by(Recipient.display_name, Recipient.id)
         )
-        for gid, member in rows.tuples():
+        for gid, member in rows:
             out[gid].append(member)
     return out
 

@@ -180,7 +180,7 @@ async def _load_tenants(
     target = fresh or into
     assert target is not None
     tenants = target.tenants if into is not None else {}
-    for tid, name in (await conn.execute(select(Tenant.id, Tenant.name))).tuples():
+    for tid, name in (await conn.execute(select(Tenant.id, Tenant.name))):
         state = tenants.get(tid) or TenantState(tid, name)
         state.name = name
         tenants[tid] = state
@@ -188,7 +188,7 @@ async def _load_tenants(
         fresh.tenants = tenants
         fresh.domains = {
             name: tenants[tid]
-            for name, tid in (await conn.execute(select(Domain.name, Domain.tenant_id))).tuples()
+            for name, tid in (await conn.execute(select(Domain.name, Domain.tenant_id)))
         }
     ready = dict.fromkeys(tenants, True)
     stale_after: dict[str, float | None] = dict.fromkeys(tenants)
@@ -198,7 +198,7 @@ async def _load_tenants(
             Connector.kind.in_(authoritative)
         )
     )
-    for tid, done, last_success in rows.tuples():
+    for tid, done, last_success in rows:
         if tid not in tenants:
             continue
         if not done or last_success is None:

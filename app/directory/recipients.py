@@ -29,9 +29,9 @@ async def describe(session: AsyncSession, recipients: Sequence[Recipient]) -> li
             .where(Address.recipient_id.in_(ids))
             .order_by(Address.address)
         )
-        for rid, address, is_primary in rows.tuples():
+        for rid, address, is_primary in rows:
             addresses[rid].append((address, is_primary))
-    tenants = dict((await session.execute(select(Tenant.id, Tenant.name))).tuples().all())
+    tenants = dict((await session.execute(select(Tenant.id, Tenant.name))).all())
     out = []
     for r in recipients:
         owned = addresses[r.id]

@@ -117,17 +117,19 @@ async def apply(
     """
     now = now or _now()
     result = ApplyResult()
-    changed_ids: list[str] = []
+    upserted: list[str] = []
+    deleted: list[str] = []
     prepared = {r.external_id: _prepare(r, strict=strict, result=result) for r in changes.upserts}
     if prepared:
-        changed_ids += await _upsert_recipients(session, prepared, connector, round_id, now, result)
+        upserted = await _upsert_recipients(session, prepared, connector, round_id, now, result)
     if changes.deletes:
-        changed_ids += await _delete_recipients(session, changes.deletes, connector, now, result)
+        deleted = await _delete_recipients(session, changes.deletes, connector, now, result)
     await _apply_memberships(session, changes, connector, result)
-    if changed_ids:
-        await record_changes(
-            session, connector.tenant_id, changed_ids, action="upsert", source=connector.kind, at=now
-        )
+    for action, ids in (("upsert", upserted), ("delete", deleted)):
+        if ids:
+            await record_changes(
+                session, connector.tenant_id, ids, action=action, source=connector.kind, at=now
+            )
     await session.flush()
     return result
 
@@ -417,7 +419,7 @@ async def _apply_memberships(
                 Recipient.deleted_at.is_(None),
             )
         )
-        group_ids.update(dict(rows.tuples().all()))
+        group_ids.update(dict(rows.all()))
 
     for group_ext, members in changes.member_sets.items():
         gid = group_ids.get(group_ext)

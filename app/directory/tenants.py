@@ -55,7 +55,7 @@ async def list_domains(session: AsyncSession) -> list[tuple[Domain, str]]:
     rows = await session.execute(
         select(Domain, Tenant.name).join(Tenant, Tenant.id == Domain.tenant_id).order_by(Domain.name)
     )
-    return [(domain, tenant) for domain, tenant in rows.tuples()]
+    return [(domain, tenant) for domain, tenant in rows]
 
 
 async def add_domain(

@@ -19,7 +19,7 @@ async def list_changes(
     since: int = Query(default=0, ge=0),
     limit: int = Query(default=500, ge=1, le=5000),
 ) -> ChangeList:
-    tenants = dict((await session.execute(select(Tenant.id, Tenant.name))).tuples().all())
+    tenants = dict((await session.execute(select(Tenant.id, Tenant.name))).all())
     rows = await session.scalars(
         select(Change).where(Change.seq > since).order_by(Change.seq).limit(limit)
     )
@@ -46,6 +46,6 @@ async def list_conflicts(session: SessionDep) -> ConflictList:
                 address=c.address, tenant=tenant, owner_id=c.owner_id,
                 claimant_id=c.claimant_id, detected_at=c.detected_at,
             )
-            for c, tenant in rows.tuples()
+            for c, tenant in rows
         ]
     )

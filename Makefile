@@ -1,0 +1,29 @@
+# Two commands for a newcomer: `make run` (Roster on SQLite) and `make test` (the whole suite).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install lint bench clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "Roster needs Python 3.11 or newer"; exit 1; }
+	@$(PYTHON) -m venv $(VENV) || { echo "python venv is missing: sudo apt-get install python3-venv"; exit 1; }
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/roster demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check app tests bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache roster.db roster.db-wal roster.db-shm

@@ -1,0 +1,150 @@
+"""Applying change sets to the mirror, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.directory import service
+from app.directory.models import Address, AddressConflict, Change, Recipient
+from app.directory.records import ChangeSet, MemberRef, RecipientKind, RecipientRecord, SourceKind
+from app.errors import Conflict
+from tests.factories import make_connector, make_domain, make_recipient
+
+
+async def addresses_of(session: AsyncSession, recipient_id: str) -> dict[str, bool]:
+    rows = await session.execute(
+        select(Address.address, Address.is_primary).where(Address.recipient_id == recipient_id)
+    )
+    return dict(rows.all())
+
+
+async def test_upsert_normalizes_addresses_and_marks_primary(session: AsyncSession) -> None:
+    graph = await make_connector(session, SourceKind.GRAPH)
+    rid = await make_recipient(
+        session, graph, external_id="g1", addresses=["Alice.Smith@Contoso.com", "ALI@contoso.com"]
+    )
+    assert await addresses_of(session, rid) == {
+        "alice.smith@contoso.com": True, "ali@contoso.com": False}
+
+
+async def test_replaying_a_page_changes_nothing(session: AsyncSession) -> None:
+    graph = await make_connector(session, SourceKind.GRAPH)
+    page = ChangeSet(upserts=[RecipientRecord("g1", RecipientKind.USER, ("a@contoso.com",))])
+    ref = service.ConnectorRef.of(graph)
+    first = await service.apply(session, page, connector=ref)
+    changes_before = len((await session.scalars(select(Change))).all())
+    second = await service.apply(session, page, connector=ref)
+    assert (first.added, second.added, second.updated, second.unchanged) == (1, 0, 0, 1)
+    assert len((await session.scalars(select(Change))).all()) == changes_before
+
+
+async def test_alias_added_removed_and_primary_changed(session: AsyncSession) -> None:
+    graph = await make_connector(session, SourceKind.GRAPH)
+    rid = await make_recipient(session, graph, external_id="g1", addresses=["a@contoso.com", "b@contoso.com"])
+    await make_recipient(session, graph, external_id="g1", addresses=["c@contoso.com", "a@contoso.com"])
+    assert await addresses_of(session, rid) == {"c@contoso.com": True, "a@contoso.com": False}
+
+
+async def test_authoritative_source_takes_an_address_and_the_conflict_is_listed(
+    session: AsyncSession,
+) -> None:
+    manual = await make_connector(session, SourceKind.MANUAL)
+    graph = await make_connector(session, SourceKind.GRAPH)
+    loser = await make_recipient(session, manual, external_id="m1", addresses=["x@contoso.com", "y@contoso.com"])
+    winner = await make_recipient(session, graph, external_id="g1", addresses=["x@contoso.com"])
+    assert await addresses_of(session, winner) == {"x@contoso.com": True}
+    assert await addresses_of(session, loser) == {"y@contoso.com": False}
+    conflict = (await session.scalars(select(AddressConflict))).one()
+    assert (conflict.address, conflict.owner_id, conflict.claimant_id) == ("x@contoso.com", winner, loser)
+
+
+async def test_non_authoritative_claim_loses_and_is_recorded(session: AsyncSession) -> None:
+    graph = await make_connector(session, SourceKind.GRAPH)
+    sheet = await make_connector(session, SourceKind.SPREADSHEET)
+    owner = await make_recipient(session, graph, external_id="g1", addresses=["x@contoso.com"])
+    claimant = await make_recipient(session, sheet, external_id="s1", addresses=["x@contoso.com", "z@contoso.com"])
+    assert await addresses_of(session, owner) == {"x@contoso.com": True}
+    assert await addresses_of(session, claimant) == {"z@contoso.com": False}
+    conflict = (await session.scalars(select(AddressConflict))).one()
+    assert (conflict.owner_id, conflict.claimant_id) == (owner, claimant)
+
+
+async def test_manual_claim_on_a_taken_address_raises_naming_the_owner(session: AsyncSession) -> None:
+    graph = await make_connector(session, SourceKind.GRAPH)
+    manual = await make_connector(session, SourceKind.MANUAL)
+    await make_recipient(session, graph, external_id="g1", addresses=["x@contoso.com"], display_name="Xavier")
+    with pytest.raises(Conflict, match="Xavier"):
+        await make_recipient(session, manual, external_id="m1", addresses=["x@contoso.com"])
+
+
+async def test_delete_is_tolerant_and_soft(session: AsyncSession) -> None:
+    graph = await make_connector(session, SourceKind.GRAPH)
+    ref = service.ConnectorRef.of(graph)
+    rid = await make_recipient(session, graph, external_id="g1", addresses=["a@contoso.com"])
+    result = await service.apply(session, ChangeSet(deletes=["g1", "never-seen"]), connector=ref)
+    assert result.deleted == 1
+    recipient = await session.get(Recipient, rid, populate_existing=True)
+    assert recipient is not None and recipient.deleted_at is not None
+    assert await addresses_of(session, rid) == {}
+    again = await service.apply(session, ChangeSet(deletes=["g1"]), connector=ref)
+    assert again.deleted == 0
+    # A soft-deleted object that comes back (Graph restore) is live again with its addresses.
+    await make_recipient(session, graph, external_id="g1", addresses=["a@contoso.com"])
+    assert await addresses_of(session, rid) == {"a@contoso.com": True}
+
+
+async def test_memberships_are_a_set_of_pairs(session: AsyncSession) -> None:
+    from app.directory.groups import members
+
+    graph = await make_connector(session, SourceKind.GRAPH)
+    ref = service.ConnectorRef.of(graph)
+    await service.apply(
+        session,
+        ChangeSet(
+            upserts=[
+                RecipientRecord("grp", RecipientKind.GROUP, ("all@contoso.com",)),
+                RecipientRecord("sub", RecipientKind.GROUP, ("sub@contoso.com",)),
+                RecipientRecord("u1", RecipientKind.USER, ("u1@contoso.com",)),
+            ],
+            member_adds=[MemberRef("grp", "sub"), MemberRef("sub", "u1"), MemberRef("sub", "grp"),
+                         MemberRef("grp", "sub"), MemberRef("grp", "later")],
+        ),
+        connector=ref,
+    )
+    group = (await session.scalars(select(Recipient).where(Recipient.external_id == "grp"))).one()
+    assert {m.external_id for m in await members(session, group, transitive=False)} == {"sub"}
+    # The cycle grp -> sub -> grp ends; the member that arrives later joins by external id.
+    await make_recipient(session, graph, external_id="later", addresses=["later@contoso.com"])
+    transitive = {m.external_id for m in await members(session, group, transitive=True)}
+    assert transitive == {"sub", "u1", "later"}
+    await service.apply(session, ChangeSet(member_removes=[MemberRef("sub", "u1")]), connector=ref)
+    transitive = {m.external_id for m in await members(session, group, transitive=True)}
+    assert transitive == {"sub", "later"}
+
+
+async def test_member_sets_replace_the_membership(session: AsyncSession) -> None:
+    from app.directory.groups import members
+
+    sheet = await make_connector(session, SourceKind.SPREADSHEET)
+    ref = service.ConnectorRef.of(sheet)
+    for ext in ("g", "a", "b"):
+        await make_recipient(session, sheet, external_id=ext, addresses=[f"{ext}@contoso.com"],
+                             kind=RecipientKind.GROUP if ext == "g" else RecipientKind.USER)
+    await service.apply(session, ChangeSet(member_sets={"g": ["a", "b"]}), connector=ref)
+    await service.apply(session, ChangeSet(member_sets={"g": ["b"]}), connector=ref)
+    group = (await session.scalars(select(Recipient).where(Recipient.external_id == "g"))).one()
+    assert [m.external_id for m in await members(session, group, transitive=False)] == ["b"]
+
+
+async def test_malformed_source_addresses_are_skipped_and_counted(session: AsyncSession) -> None:
+    await make_domain(session, "contoso.com")
+    graph = await make_connector(session, SourceKind.GRAPH)
+    result = await service.apply(
+        session,
+        ChangeSet(upserts=[RecipientRecord("g1", RecipientKind.USER, ("ok@contoso.com", "bad address"))]),
+        connector=service.ConnectorRef.of(graph),
+    )
+    assert result.skipped_addresses == 1
+    assert await addresses_of(session, result.recipient_ids["g1"]) == {"ok@contoso.com": True}
