@@ -1,4 +1,4 @@
-"""API keys: created once, shown once, stored as SHA-256 hashes; scopes nest admin > write > read > lookup.
+"""API keys: shown once, stored as SHA-256 hashes; scopes nest admin > write > read > lookup.
 
 `KeyCache` answers the hot path from memory; it is reloaded with the lookup index, so a revoked
 key stops working within one poll interval in every process.
@@ -30,9 +30,16 @@ class Scope(StrEnum):
 _RANK = {Scope.LOOKUP: 0, Scope.READ: 1, Scope.WRITE: 2, Scope.ADMIN: 3}
 
 
+_RANK_BY_NAME = {scope.value: rank for scope, rank in _RANK.items()}
+
+
+def rank_of(scopes: frozenset[str]) -> int:
+    return max((_RANK_BY_NAME.get(s, -1) for s in scopes), default=-1)
+
+
 def grants(scopes: frozenset[str], needed: Scope) -> bool:
     """A key holding a higher scope may do everything a lower one may."""
-    return any(s in _RANK and _RANK[Scope(s)] >= _RANK[needed] for s in scopes)
+    return rank_of(scopes) >= _RANK[needed]
 
 
 def hash_key(key: str) -> str:
@@ -79,12 +86,25 @@ async def revoke_key(session: AsyncSession, key_id_or_name: str) -> ApiKey:
 
 
 class KeyCache:
+    MEMO_SIZE = 1024
+
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._scopes: dict[str, frozenset[str]] = {}
+        # key -> highest scope rank, so the hot path skips hashing; cleared on every reload.
+        self._memo: dict[str, int] = {}
 
-    def scopes_for(self, key: str) -> frozenset[str] | None:
-        return self._scopes.get(hash_key(key))
+    def rank_for(self, key: str) -> int | None:
+        """Highest scope rank of a known, unrevoked key, from memory only (None = ask resolve)."""
+        rank = self._memo.get(key)
+        if rank is None:
+            scopes = self._scopes.get(hash_key(key))
+            if scopes is None:
+                return None
+            rank = rank_of(scopes)
+            if len(self._memo) < self.MEMO_SIZE:
+                self._memo[key] = rank
+        return rank
 
     async def resolve(self, key: str) -> frozenset[str] | None:
         """Memory first; a miss asks the database once (a key created by another process)."""
@@ -111,3 +131,4 @@ class KeyCache:
             select(ApiKey.key_hash, ApiKey.scopes).where(ApiKey.revoked_at.is_(None))
         )
         self._scopes = {digest: frozenset(scopes) for digest, scopes in rows}
+        self._memo = {}

@@ -57,9 +57,7 @@ def _run(work: Callable[[Settings], Awaitable[T]]) -> T:
         raise  # unreachable; keeps type checkers happy
 
 
-async def _with_session(
-    settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]
-) -> T:
+async def _with_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
     from app.db.engine import create_engine, create_sessionmaker
 
     engine = create_engine(settings.database_url)
@@ -87,10 +85,10 @@ def lookup(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
 ) -> None:
     """Check addresses. Exit 0 if all accept, 1 if any reject, 75 if any tempfail."""
+    from app.db.engine import create_engine
     from app.directory.addresses import normalize, subaddress_base
     from app.directory.index_sync import IndexSync
     from app.directory.lookup import LookupIndex, LookupOptions
-    from app.db.engine import create_engine
     from app.directory.verdicts import LookupResult, Reason, Verdict
     from app.errors import Malformed
 
@@ -130,8 +128,13 @@ def lookup(
         for r in results:
             color = {"accept": "green", "reject": "red"}.get(r.verdict.value, "yellow")
             table.add_row(
-                r.address, f"[{color}]{r.verdict.value}[/{color}]", r.reason or "",
-                r.primary or "", r.kind or "", r.tenant or "", r.source or "",
+                r.address,
+                f"[{color}]{r.verdict.value}[/{color}]",
+                r.reason or "",
+                r.primary or "",
+                r.kind or "",
+                r.tenant or "",
+                r.source or "",
             )
         out.print(table)
     verdicts = {r.verdict.value for r in results}
@@ -173,7 +176,9 @@ def apikey_create(
     if as_json:
         sys.stdout.write(orjson.dumps(info | {"key": key}).decode() + "\n")
     else:
-        out.print(f"created API key {info['name']} ({info['id']}) scopes={','.join(info['scopes'])}")
+        out.print(
+            f"created API key {info['name']} ({info['id']}) scopes={','.join(info['scopes'])}"
+        )
         out.print("store it now; it cannot be shown again:")
         sys.stdout.flush()
         sys.stdout.write(key + "\n")
@@ -190,7 +195,11 @@ def apikey_list() -> None:
     table = Table("id", "name", "prefix", "scopes", "created", "revoked")
     for k in _run(work):
         table.add_row(
-            k.id, k.name, k.prefix + "…", ",".join(k.scopes), k.created_at.isoformat(timespec="seconds"),
+            k.id,
+            k.name,
+            k.prefix + "…",
+            ",".join(k.scopes),
+            k.created_at.isoformat(timespec="seconds"),
             k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "",
         )
     out.print(table)
@@ -267,8 +276,14 @@ def users_add(
     async def work(settings: Settings) -> str:
         async def inner(session: AsyncSession) -> str:
             recipient = await save_manual(
-                session, recipient=None, email=email, aliases=alias or [], display_name=name,
-                enabled=not disabled, kind=RecipientKind.USER, attributes={},
+                session,
+                recipient=None,
+                email=email,
+                aliases=alias or [],
+                display_name=name,
+                enabled=not disabled,
+                kind=RecipientKind.USER,
+                attributes={},
             )
             return recipient.id
 
@@ -295,12 +310,18 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
                 objects, addresses = await count_addresses(session, connector.id)
                 items.append(
                     {
-                        "id": connector.id, "tenant": tenant, "name": connector.name,
-                        "kind": connector.kind, "state": connector.state,
+                        "id": connector.id,
+                        "tenant": tenant,
+                        "name": connector.name,
+                        "kind": connector.kind,
+                        "state": connector.state,
                         "last_success_at": connector.last_success_at.isoformat()
-                        if connector.last_success_at else None,
-                        "last_error": connector.last_error, "objects": objects,
-                        "addresses": addresses, "progress": connector.progress or {},
+                        if connector.last_success_at
+                        else None,
+                        "last_error": connector.last_error,
+                        "objects": objects,
+                        "addresses": addresses,
+                        "progress": connector.progress or {},
                     }
                 )
             return items
@@ -311,11 +332,20 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     if as_json:
         sys.stdout.write(orjson.dumps(items).decode() + "\n")
         return
-    table = Table("tenant", "connector", "kind", "state", "last success", "objects", "addresses",
-                  "last error")
+    table = Table(
+        "tenant", "connector", "kind", "state", "last success", "objects", "addresses", "last error"
+    )
     for i in items:
-        table.add_row(i["tenant"], i["name"], i["kind"], i["state"], i["last_success_at"] or "never",
-                      str(i["objects"]), str(i["addresses"]), i["last_error"] or "")
+        table.add_row(
+            i["tenant"],
+            i["name"],
+            i["kind"],
+            i["state"],
+            i["last_success_at"] or "never",
+            str(i["objects"]),
+            str(i["addresses"]),
+            i["last_error"] or "",
+        )
     if not items:
         out.print("no connectors yet: add a domain and users, or configure a directory source")
     else:

@@ -1,4 +1,4 @@
-"""Logging set-up with a filter that masks anything looking like a secret, as a second line of defence."""
+"""Logging set-up, with a filter that masks anything that looks like a secret (second defence)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import re
 _SECRET_PATTERNS = (
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"),
     re.compile(r"(?i)(\$(?:delta|skip)token=)[^&\s\"']+"),
-    re.compile(r"(?i)((?:client_secret|password|clientState|key)[\"']?\s*[=:]\s*[\"']?)[^\s\"'&,}]+"),
+    re.compile(
+        r"(?i)((?:client_secret|password|clientState|key)[\"']?\s*[=:]\s*[\"']?)[^\s\"'&,}]+"
+    ),
     re.compile(r"(rst_)[A-Za-z0-9_-]{8,}"),
 )
 

@@ -51,8 +51,9 @@ def run_migrations_online() -> None:
 
 def run_migrations_offline() -> None:
     url = config.attributes.get("url") or Settings().database_url
-    context.configure(url=url, target_metadata=target_metadata, literal_binds=True,
-                      render_as_batch=True)
+    context.configure(
+        url=url, target_metadata=target_metadata, literal_binds=True, render_as_batch=True
+    )
     with context.begin_transaction():
         context.run_migrations()
 

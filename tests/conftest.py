@@ -30,8 +30,16 @@ POSTGRES_URL = os.environ.get(
     "ROSTER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 TABLES = [
-    "address_conflicts", "memberships", "addresses", "recipients", "cursors", "connectors",
-    "domains", "changes", "api_keys", "tenants",
+    "address_conflicts",
+    "memberships",
+    "addresses",
+    "recipients",
+    "cursors",
+    "connectors",
+    "domains",
+    "changes",
+    "api_keys",
+    "tenants",
 ]
 
 
@@ -79,7 +87,7 @@ async def empty_tables(engine: AsyncEngine) -> None:
             await conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
         else:
             for table in TABLES:
-                await conn.execute(text(f"DELETE FROM {table}"))
+                await conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608 - fixed names
 
 
 @pytest.fixture

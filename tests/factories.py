@@ -21,8 +21,13 @@ async def make_domain(session: AsyncSession, name: str, *, tenant: str = "defaul
 
 
 async def make_connector(
-    session: AsyncSession, kind: SourceKind, *, tenant: str = "default", name: str | None = None,
-    ready: bool = True, last_success: datetime | None = None,
+    session: AsyncSession,
+    kind: SourceKind,
+    *,
+    tenant: str = "default",
+    name: str | None = None,
+    ready: bool = True,
+    last_success: datetime | None = None,
 ) -> Connector:
     connector = await ensure_connector(session, await ensure_tenant(session, tenant), kind, name)
     if kind.is_authoritative and ready:
@@ -45,8 +50,12 @@ async def make_recipient(
     attributes: dict[str, Any] | None = None,
 ) -> str:
     record = RecipientRecord(
-        external_id=external_id, kind=kind, addresses=tuple(addresses),
-        display_name=display_name, enabled=enabled, attributes=attributes or {},
+        external_id=external_id,
+        kind=kind,
+        addresses=tuple(addresses),
+        display_name=display_name,
+        enabled=enabled,
+        attributes=attributes or {},
     )
     result = await service.apply(
         session, ChangeSet(upserts=[record]), connector=service.ConnectorRef.of(connector)

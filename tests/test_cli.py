@@ -28,7 +28,9 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> str:
     url = f"sqlite:///{tmp_path_factory.mktemp('cli') / 'roster.db'}"
     roster(url, "db", "upgrade")
     roster(url, "domains", "add", "contoso.com")
-    roster(url, "users", "add", "alice@contoso.com", "--alias", "ali@contoso.com", "--name", "Alice")
+    roster(
+        url, "users", "add", "alice@contoso.com", "--alias", "ali@contoso.com", "--name", "Alice"
+    )
     return url
 
 
@@ -43,8 +45,19 @@ def test_lookup_json_has_the_http_fields_in_input_order(db: str) -> None:
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [line["address"] for line in lines] == ["ali@contoso.com", "x@other.org"]
     assert lines[0]["primary"] == "alice@contoso.com" and lines[0]["valid"] is True
-    assert set(lines[0]) == {"address", "valid", "verdict", "reason", "matched", "primary", "kind",
-                             "enabled", "recipient_id", "tenant", "source"}
+    assert set(lines[0]) == {
+        "address",
+        "valid",
+        "verdict",
+        "reason",
+        "matched",
+        "primary",
+        "kind",
+        "enabled",
+        "recipient_id",
+        "tenant",
+        "source",
+    }
     assert lines[1]["reason"] == "domain_not_accepted"
 
 

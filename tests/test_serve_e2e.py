@@ -27,16 +27,34 @@ def server(tmp_path: Path) -> Iterator[tuple[str, str]]:
     env = os.environ | {"ROSTER_DATABASE_URL": db}
     run = [sys.executable, "-m", "app"]
     subprocess.run([*run, "db", "upgrade"], env=env, check=True, capture_output=True, timeout=60)
-    subprocess.run([*run, "domains", "add", "contoso.com"], env=env, check=True, capture_output=True, timeout=60)
-    subprocess.run([*run, "users", "add", "alice@contoso.com", "--alias", "al@contoso.com"], env=env,
-                   check=True, capture_output=True, timeout=60)
-    created = subprocess.run([*run, "apikey", "create", "e2e", "--scope", "write"], env=env,
-                             check=True, capture_output=True, text=True, timeout=60)
+    subprocess.run(
+        [*run, "domains", "add", "contoso.com"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    subprocess.run(
+        [*run, "users", "add", "alice@contoso.com", "--alias", "al@contoso.com"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    created = subprocess.run(
+        [*run, "apikey", "create", "e2e", "--scope", "write"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     key = created.stdout.strip().splitlines()[-1]
     port = free_port()
     log = (tmp_path / "serve.log").open("wb")
-    proc = subprocess.Popen([*run, "serve", "--port", str(port)], env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [*run, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -60,11 +78,18 @@ def test_served_lookups_over_tcp(server: tuple[str, str]) -> None:
     base, key = server
     headers = {"Authorization": f"Bearer {key}"}
     with httpx.Client(base_url=base, headers=headers) as client:
-        assert client.get("/v1/recipients/AL+x@contoso.com").json()["primary"] == "alice@contoso.com"
+        assert (
+            client.get("/v1/recipients/AL+x@contoso.com").json()["primary"] == "alice@contoso.com"
+        )
         assert client.get("/v1/recipients/nobody@contoso.com").status_code == 404
         created = client.post("/v1/users", json={"email": "new@contoso.com"})
         assert created.status_code == 201
         # The process that committed sees its own write at once.
         assert client.get("/v1/recipients/new@contoso.com").status_code == 200
-        assert client.get("/v1/recipients/x@y.com", headers={"Authorization": "Bearer nope"}).status_code == 401
+        assert (
+            client.get(
+                "/v1/recipients/x@y.com", headers={"Authorization": "Bearer nope"}
+            ).status_code
+            == 401
+        )
         assert "paths" in client.get("/openapi.json").json()

@@ -52,7 +52,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _database(_: Request, exc: Exception) -> JsonResponse:
         logger.error("database error, request not applied: %s", type(exc).__name__)
         return error_response(
-            503, "DatabaseUnavailable", "the database is unavailable; nothing was changed",
+            503,
+            "DatabaseUnavailable",
+            "the database is unavailable; nothing was changed",
             **{"Retry-After": "30"},
         )
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from app.apikeys import KeyCache, Scope, grants
+from app.apikeys import KeyCache, Scope, rank_of
 from app.directory.lookup import LookupIndex
 from app.directory.verdicts import LookupResult, Reason, Verdict
 
@@ -61,16 +61,21 @@ def render(result: LookupResult) -> tuple[int, bytes, list[tuple[bytes, bytes]]]
     return status, payload, headers
 
 
+LOOKUP_RANK = rank_of(frozenset({Scope.LOOKUP.value}))
 _PREFIX = "/v1/recipients/"
 _PREFIX_LEN = len(_PREFIX)
 
 
 def _error(status: int, kind: str, detail: str) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
     payload = orjson.dumps({"error": kind, "detail": detail})
-    return status, payload, [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(payload)).encode()),
-    ]
+    return (
+        status,
+        payload,
+        [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(payload)).encode()),
+        ],
+    )
 
 
 class LookupFastPath:
@@ -84,7 +89,11 @@ class LookupFastPath:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "GET":
             path: str = scope["path"]
-            if path.startswith(_PREFIX) and len(path) > _PREFIX_LEN and "/" not in path[_PREFIX_LEN:]:
+            if (
+                path.startswith(_PREFIX)
+                and len(path) > _PREFIX_LEN
+                and "/" not in path[_PREFIX_LEN:]
+            ):
                 status, payload, headers = await self._answer(scope, path[_PREFIX_LEN:])
                 await send({"type": "http.response.start", "status": status, "headers": headers})
                 await send({"type": "http.response.body", "body": payload})
@@ -103,8 +112,8 @@ class LookupFastPath:
                 break
         if not token:
             return _error(401, "Unauthorized", "missing Authorization: Bearer <api key>")
-        scopes = self.keys.scopes_for(token)
-        if scopes is None:
+        rank = self.keys.rank_for(token)
+        if rank is None:
             try:
                 scopes = await self.keys.resolve(token)
             except Exception:
@@ -112,6 +121,7 @@ class LookupFastPath:
                 return _error(503, "LookupUnavailable", "cannot verify the API key; retry later")
             if scopes is None:
                 return _error(401, "Unauthorized", "unknown or revoked API key")
-        if not grants(scopes, Scope.LOOKUP):
+            rank = rank_of(scopes)
+        if rank < LOOKUP_RANK:
             return _error(403, "Forbidden", "this API key lacks the 'lookup' scope")
         return render(safe_lookup(self.index, address))

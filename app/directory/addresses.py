@@ -6,6 +6,8 @@ typed, and never strips `+tag` for these tables: Roster does both itself.
 
 from __future__ import annotations
 
+import functools
+
 from app.errors import Malformed
 
 MAX_ADDRESS_OCTETS = 254
@@ -22,7 +24,10 @@ def normalize(address: str) -> str:
     value = address.strip()
     if not value:
         raise Malformed("address is empty")
-    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+    if value.isascii():  # the common case, checked without a Python-level loop
+        if " " in value or not value.isprintable():
+            raise Malformed("address contains whitespace or control characters")
+    elif any(ch.isspace() or not ch.isprintable() for ch in value):
         raise Malformed("address contains whitespace or control characters")
     local, at, domain = value.rpartition("@")
     if not at:
@@ -36,9 +41,10 @@ def normalize(address: str) -> str:
     local = local.lower()
     domain = _encode_domain(domain.lower().rstrip("."))
     result = f"{local}@{domain}"
-    if len(local.encode("utf-8")) > MAX_LOCAL_OCTETS:
+    ascii_only = result.isascii()
+    if (len(local) if ascii_only else len(local.encode("utf-8"))) > MAX_LOCAL_OCTETS:
         raise Malformed(f"local part is longer than {MAX_LOCAL_OCTETS} octets")
-    if len(result.encode("utf-8")) > MAX_ADDRESS_OCTETS:
+    if (len(result) if ascii_only else len(result.encode("utf-8"))) > MAX_ADDRESS_OCTETS:
         raise Malformed(f"address is longer than {MAX_ADDRESS_OCTETS} octets")
     return result
 
@@ -50,6 +56,7 @@ def normalize_domain(domain: str) -> str:
     return _encode_domain(value)
 
 
+@functools.lru_cache(maxsize=4096)
 def _encode_domain(domain: str) -> str:
     if not domain:
         raise Malformed("address has an empty domain")
@@ -87,7 +94,10 @@ def subaddress_base(normalized: str, delimiter: str) -> str | None:
     if not delimiter:
         return None
     local, _, domain = normalized.rpartition("@")
-    positions = [p for p in (local.find(ch) for ch in delimiter) if p > 0]
-    if not positions:
+    if len(delimiter) == 1:
+        cut = local.find(delimiter)
+    else:
+        cut = min((p for p in (local.find(ch) for ch in delimiter) if p > 0), default=-1)
+    if cut <= 0:
         return None
-    return f"{local[: min(positions)]}@{domain}"
+    return f"{local[:cut]}@{domain}"

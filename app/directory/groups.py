@@ -20,7 +20,9 @@ from app.errors import Conflict, InvalidInput
 _CHUNK = 500
 
 
-async def direct_members(session: AsyncSession, group_ids: Sequence[str]) -> dict[str, list[Recipient]]:
+async def direct_members(
+    session: AsyncSession, group_ids: Sequence[str]
+) -> dict[str, list[Recipient]]:
     out: dict[str, list[Recipient]] = {gid: [] for gid in group_ids}
     for start in range(0, len(group_ids), _CHUNK):
         chunk = group_ids[start : start + _CHUNK]
@@ -62,9 +64,7 @@ async def members(session: AsyncSession, group: Recipient, *, transitive: bool) 
     return list(seen.values())
 
 
-async def parent_groups(
-    session: AsyncSession, recipients: Iterable[Recipient]
-) -> list[Recipient]:
+async def parent_groups(session: AsyncSession, recipients: Iterable[Recipient]) -> list[Recipient]:
     keys = [(r.connector_id, r.external_id) for r in recipients]
     if not keys:
         return []
@@ -84,7 +84,9 @@ async def parent_groups(
     return parents
 
 
-async def groups_of(session: AsyncSession, recipient: Recipient, *, transitive: bool) -> list[Recipient]:
+async def groups_of(
+    session: AsyncSession, recipient: Recipient, *, transitive: bool
+) -> list[Recipient]:
     found: dict[str, Recipient] = {}
     frontier = [recipient]
     while frontier:
@@ -112,7 +114,11 @@ async def add_member(session: AsyncSession, group: Recipient, member: Recipient)
         )
         await session.flush()
         await record_changes(
-            session, group.tenant_id, [group.id], action="members", source=group.source,
+            session,
+            group.tenant_id,
+            [group.id],
+            action="members",
+            source=group.source,
             at=datetime.now(UTC),
         )
 
@@ -128,7 +134,11 @@ async def remove_member(session: AsyncSession, group: Recipient, member: Recipie
     removed = bool(getattr(result, "rowcount", 0))
     if removed:
         await record_changes(
-            session, group.tenant_id, [group.id], action="members", source=group.source,
+            session,
+            group.tenant_id,
+            [group.id],
+            action="members",
+            source=group.source,
             at=datetime.now(UTC),
         )
     return removed

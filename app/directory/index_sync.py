@@ -10,20 +10,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.directory.lookup import Entry, LookupIndex, TenantState
+from app.db.stream import stream_rows
+from app.directory.lookup import Entry, LookupIndex, TenantState, rid_key
 from app.directory.models import Address, Change, Connector, Domain, Recipient, Tenant
 from app.directory.records import SourceKind
 
 logger = logging.getLogger(__name__)
 
 RefreshHook = Callable[[AsyncConnection], Awaitable[None]]
-_FETCH = 20_000
 
 
 class IndexSync:
@@ -96,30 +98,19 @@ class IndexSync:
             tenant.healthy = False
 
     async def _load(self, only: set[str] | None = None) -> None:
+        started, cpu_started = time.monotonic(), time.process_time()
         fresh = LookupIndex(self.index.options, clock=self.index.clock)
         async with self.engine.connect() as conn:
             last_seq = await conn.scalar(select(func.coalesce(func.max(Change.seq), 0)))
             await _load_tenants(conn, fresh, self.max_staleness)
-            stmt = (
-                select(
-                    Recipient.id, Recipient.tenant_id, Recipient.kind, Recipient.enabled,
-                    Recipient.source, Address.address, Address.is_primary,
-                )
-                .join(Address, Address.recipient_id == Recipient.id)
-                .where(Recipient.deleted_at.is_(None))
-                .order_by(Recipient.id)
-            )
-            if only is not None:
-                owners = select(Address.recipient_id).where(Address.address.in_(sorted(only)))
-                stmt = stmt.where(Recipient.id.in_(owners))
-            result = await conn.stream(stmt.execution_options(yield_per=_FETCH))
-            current: list[tuple[str, str, str, bool, str, str, bool]] = []
-            async for partition in result.partitions(_FETCH):
-                for row in partition:
+            batches = stream_rows(conn, _ALL_ADDRESSES) if only is None else _only(conn, only)
+            current: list[tuple[Any, ...]] = []
+            async for batch in batches:
+                for row in batch:
                     if current and current[0][0] != row[0]:
                         fresh.put(_entry(fresh, current))
                         current = []
-                    current.append(tuple(row))  # type: ignore[arg-type]
+                    current.append(row)
             if current:
                 fresh.put(_entry(fresh, current))
             for hook in self.hooks:
@@ -128,13 +119,17 @@ class IndexSync:
         fresh.loaded = True
         self._swap(fresh)
         logger.info(
-            "lookup index loaded: addresses=%d recipients=%d seq=%d",
-            len(fresh.addresses), len(fresh.by_recipient), fresh.last_seq,
+            "lookup index loaded: addresses=%d recipients=%d seq=%d elapsed=%.2fs cpu=%.2fs",
+            fresh.address_count(),
+            len(fresh.by_recipient),
+            fresh.last_seq,
+            time.monotonic() - started,
+            time.process_time() - cpu_started,
         )
 
     def _swap(self, fresh: LookupIndex) -> None:
         index = self.index
-        index.addresses, index.by_recipient = fresh.addresses, fresh.by_recipient
+        index.tables, index.by_recipient = fresh.tables, fresh.by_recipient
         index.domains, index.tenants = fresh.domains, fresh.tenants
         index.last_seq = fresh.last_seq
         index.loaded = index.healthy = True
@@ -147,7 +142,7 @@ class IndexSync:
                     select(Change.seq, Change.recipient_id, Change.action)
                     .where(Change.seq > index.last_seq)
                     .order_by(Change.seq)
-                    .limit(_FETCH)
+                    .limit(20_000)
                 )
             ).all()
             domains_changed = any(action == "domain" for _, _, action in rows)
@@ -177,19 +172,19 @@ async def _load_tenants(
     into: LookupIndex | None = None,
 ) -> dict[str, TenantState]:
     """(Re)read tenants, domains and connector readiness; cheap, so it runs on every poll."""
-    target = fresh or into
-    assert target is not None
-    tenants = target.tenants if into is not None else {}
-    for tid, name in (await conn.execute(select(Tenant.id, Tenant.name))):
+    tenants = into.tenants if into is not None else {}
+    for tid, name in await conn.execute(select(Tenant.id, Tenant.name)):
         state = tenants.get(tid) or TenantState(tid, name)
         state.name = name
         tenants[tid] = state
     if fresh is not None:
         fresh.tenants = tenants
-        fresh.domains = {
-            name: tenants[tid]
-            for name, tid in (await conn.execute(select(Domain.name, Domain.tenant_id)))
-        }
+        fresh.set_domains(
+            {
+                sys.intern(name): tenants[tid]
+                for name, tid in (await conn.execute(select(Domain.name, Domain.tenant_id)))
+            }
+        )
     ready = dict.fromkeys(tenants, True)
     stale_after: dict[str, float | None] = dict.fromkeys(tenants)
     authoritative = [k.value for k in SourceKind if k.is_authoritative]
@@ -214,32 +209,53 @@ async def _load_tenants(
     return tenants
 
 
+_COLUMNS = (
+    Recipient.id,
+    Recipient.tenant_id,
+    Recipient.kind,
+    Recipient.enabled,
+    Recipient.source,
+    Address.address,
+    Address.is_primary,
+)
+_ALL_ADDRESSES = (
+    "SELECT r.id, r.tenant_id, r.kind, r.enabled, r.source, a.address, a.is_primary"
+    " FROM recipients r JOIN addresses a ON a.recipient_id = r.id"
+    " WHERE r.deleted_at IS NULL ORDER BY r.id"
+)
+
+
+async def _only(conn: AsyncConnection, addresses: set[str]) -> AsyncIterator[list[Any]]:
+    owners = select(Address.recipient_id).where(Address.address.in_(sorted(addresses)))
+    rows = await conn.execute(
+        select(*_COLUMNS)
+        .join(Address, Address.recipient_id == Recipient.id)
+        .where(Recipient.deleted_at.is_(None), Recipient.id.in_(owners))
+        .order_by(Recipient.id)
+    )
+    yield list(rows)
+
+
 async def _reload_recipients(
     conn: AsyncConnection, index: LookupIndex, ids: list[str], tenants: dict[str, TenantState]
 ) -> None:
-    rows = (
-        await conn.execute(
-            select(
-                Recipient.id, Recipient.tenant_id, Recipient.kind, Recipient.enabled,
-                Recipient.source, Address.address, Address.is_primary,
-            )
-            .join(Address, Address.recipient_id == Recipient.id)
-            .where(Recipient.id.in_(ids), Recipient.deleted_at.is_(None))
-            .order_by(Recipient.id)
-        )
-    ).all()
-    grouped: dict[str, list[tuple[str, str, str, bool, str, str, bool]]] = {}
+    rows = await conn.execute(
+        select(*_COLUMNS)
+        .join(Address, Address.recipient_id == Recipient.id)
+        .where(Recipient.id.in_(ids), Recipient.deleted_at.is_(None))
+        .order_by(Recipient.id)
+    )
+    grouped: dict[str, list[Any]] = {}
     for row in rows:
-        grouped.setdefault(row[0], []).append(tuple(row))  # type: ignore[arg-type]
+        grouped.setdefault(row[0], []).append(row)
     for rid in ids:
-        index.remove(rid)
+        index.remove(rid_key(rid))
     for group in grouped.values():
         index.put(_entry(index, group))
 
 
-def _entry(index: LookupIndex, rows: list[tuple[str, str, str, bool, str, str, bool]]) -> Entry:
+def _entry(index: LookupIndex, rows: list[Any]) -> Entry:
     rid, tid, kind, enabled, source = rows[0][:5]
-    kind, source = sys.intern(kind), sys.intern(source)
-    addresses = tuple(row[5] for row in rows)
+    addresses = [row[5] for row in rows]
     primary = next((row[5] for row in rows if row[6]), addresses[0])
-    return Entry(rid, index.tenants[tid], primary, kind, enabled, source, addresses)
+    return Entry(rid, index.tenants[tid], primary, kind, bool(enabled), source, addresses)

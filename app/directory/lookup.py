@@ -7,11 +7,13 @@ tenant's lookups are TEMPFAIL, never a reject from stale data.
 
 from __future__ import annotations
 
+import sys
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from app.directory.addresses import domain_of, normalize, normalize_domain, subaddress_base
+from app.directory.addresses import normalize, normalize_domain, subaddress_base
 from app.directory.verdicts import LookupResult, Reason, Verdict
 from app.errors import Malformed
 
@@ -30,9 +32,14 @@ class TenantState:
 
 
 class Entry:
-    """One live recipient, shared by all of its address keys (keeps the index near 150 B/address)."""
+    """One live recipient, shared by all of its address keys.
 
-    __slots__ = ("addresses", "enabled", "kind", "primary", "recipient_id", "source", "tenant")
+    Kept small because there is one per recipient (the index budget is 200 B per address): the
+    id is stored as 16 UUID bytes, addresses as a flat (local, domain, local, domain, ...) tuple
+    with interned domains, and the primary as an index into it.
+    """
+
+    __slots__ = ("_primary", "addresses", "enabled", "kind", "rid", "source", "tenant")
 
     def __init__(
         self,
@@ -42,15 +49,47 @@ class Entry:
         kind: str,
         enabled: bool,
         source: str,
-        addresses: tuple[str, ...],
+        addresses: Iterable[str],
     ) -> None:
-        self.recipient_id = recipient_id
+        flat: list[str] = []
+        primary_at = 0
+        for position, address in enumerate(addresses):
+            local, _, domain = address.rpartition("@")
+            flat += (local, sys.intern(domain))
+            if address == primary:
+                primary_at = position
+        self.rid = rid_key(recipient_id)
         self.tenant = tenant
-        self.primary = primary
-        self.kind = kind
+        self._primary = primary_at
+        self.kind = sys.intern(kind)
         self.enabled = enabled
-        self.source = source
-        self.addresses = addresses
+        self.source = sys.intern(source)
+        self.addresses = tuple(flat)
+
+    @property
+    def recipient_id(self) -> str:
+        rid = self.rid
+        return str(uuid.UUID(bytes=rid)) if isinstance(rid, bytes) else rid
+
+    @property
+    def primary(self) -> str:
+        at = 2 * self._primary
+        return f"{self.addresses[at]}@{self.addresses[at + 1]}"
+
+    def pairs(self) -> Iterator[tuple[str, str]]:
+        flat = self.addresses
+        for at in range(0, len(flat), 2):
+            yield flat[at], flat[at + 1]
+
+
+def rid_key(recipient_id: str) -> bytes | str:
+    """Recipient ids are UUID strings (85 B); as dictionary keys they are kept as 16 bytes."""
+    if len(recipient_id) == 36 and recipient_id.count("-") == 4:
+        try:
+            return bytes.fromhex(recipient_id.replace("-", ""))
+        except ValueError:
+            pass
+    return recipient_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +104,9 @@ class LookupIndex:
     ) -> None:
         self.options = options or LookupOptions()
         self.clock = clock
-        self.addresses: dict[str, Entry] = {}
-        self.by_recipient: dict[str, Entry] = {}
+        # domain -> local part -> recipient, for accepted domains only
+        self.tables: dict[str, dict[str, Entry]] = {}
+        self.by_recipient: dict[bytes | str, Entry] = {}
         self.domains: dict[str, TenantState] = {}
         self.tenants: dict[str, TenantState] = {}
         self.loaded = False
@@ -82,17 +122,19 @@ class LookupIndex:
             return LookupResult(raw, Verdict.REJECT, Reason.MALFORMED, detail=exc.message)
         if not self.loaded or not self.healthy:
             return _tempfail(raw, Reason.UNAVAILABLE, "the lookup index is not available")
-        tenant = self.domains.get(domain_of(address))
+        local, _, domain = address.rpartition("@")
+        tenant = self.domains.get(domain)
         if tenant is None:
             return LookupResult(raw, Verdict.REJECT, Reason.DOMAIN_NOT_ACCEPTED)
         if not tenant.healthy:
             return _tempfail(raw, Reason.UNAVAILABLE, "the mirror cannot be read", tenant)
+        table = self.tables[domain]
         matched = address
-        entry = self.addresses.get(address)
+        entry = table.get(local)
         if entry is None:
             base = subaddress_base(address, self.options.delimiter)
             if base is not None:
-                entry = self.addresses.get(base)
+                entry = table.get(base.rpartition("@")[0])
                 matched = base
         if entry is not None and entry.tenant is tenant:
             if not entry.enabled and self.options.reject_disabled:
@@ -120,23 +162,33 @@ class LookupIndex:
 
     def put(self, entry: Entry) -> None:
         """Insert or replace a recipient; only addresses in its tenant's accepted domains count."""
-        self.remove(entry.recipient_id)
-        domains = self.domains
-        kept = tuple(a for a in entry.addresses if domains.get(domain_of(a)) is entry.tenant)
-        if not kept:
-            return
-        entry.addresses = kept
-        self.by_recipient[entry.recipient_id] = entry
-        for address in kept:
-            self.addresses[address] = entry
+        if entry.rid in self.by_recipient:
+            self.remove(entry.rid)
+        kept = False
+        flat, domains, tables, tenant = entry.addresses, self.domains, self.tables, entry.tenant
+        for at in range(0, len(flat), 2):
+            domain = flat[at + 1]
+            if domains.get(domain) is tenant:
+                tables[domain][flat[at]] = entry
+                kept = True
+        if kept:
+            self.by_recipient[entry.rid] = entry
 
-    def remove(self, recipient_id: str) -> None:
-        old = self.by_recipient.pop(recipient_id, None)
+    def remove(self, rid: bytes | str) -> None:
+        old = self.by_recipient.pop(rid, None)
         if old is None:
             return
-        for address in old.addresses:
-            if self.addresses.get(address) is old:
-                del self.addresses[address]
+        for local, domain in old.pairs():
+            table = self.tables.get(domain)
+            if table is not None and table.get(local) is old:
+                del table[local]
+
+    def set_domains(self, domains: dict[str, TenantState]) -> None:
+        self.domains = domains
+        self.tables = {name: {} for name in domains}
+
+    def address_count(self) -> int:
+        return sum(len(table) for table in self.tables.values())
 
 
 def _answer(

@@ -80,8 +80,13 @@ async def resolve(session: AsyncSession, id_or_address: str) -> Recipient:
 
 
 async def list_recipients(
-    session: AsyncSession, *, kinds: Sequence[str] | None, exclude_kinds: Sequence[str] = (),
-    source: str | None = None, limit: int = 100, offset: int = 0,
+    session: AsyncSession,
+    *,
+    kinds: Sequence[str] | None,
+    exclude_kinds: Sequence[str] = (),
+    source: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
 ) -> tuple[list[Recipient], int]:
     conditions = [Recipient.deleted_at.is_(None)]
     if kinds:
@@ -92,8 +97,11 @@ async def list_recipients(
         conditions.append(Recipient.source == source)
     total = await session.scalar(select(func.count()).select_from(Recipient).where(*conditions))
     rows = await session.scalars(
-        select(Recipient).where(*conditions).order_by(Recipient.first_seen_at, Recipient.id)
-        .limit(limit).offset(offset)
+        select(Recipient)
+        .where(*conditions)
+        .order_by(Recipient.first_seen_at, Recipient.id)
+        .limit(limit)
+        .offset(offset)
     )
     return list(rows), int(total or 0)
 
@@ -112,7 +120,8 @@ async def _tenant_of(session: AsyncSession, addresses: Sequence[str]) -> Tenant:
         if tenant is not None and found.id != tenant.id:
             raise InvalidInput("all addresses of one recipient must belong to one tenant")
         tenant = found
-    assert tenant is not None
+    if tenant is None:
+        raise InvalidInput("a recipient needs at least one address")
     return tenant
 
 
@@ -147,25 +156,32 @@ async def save_manual(
     connector = await ensure_connector(session, tenant, SourceKind.MANUAL)
     external_id = recipient.external_id if recipient is not None else new_id()
     record = RecipientRecord(
-        external_id=external_id, kind=kind, addresses=tuple(addresses), primary=addresses[0],
-        display_name=display_name, enabled=enabled, attributes=attributes,
+        external_id=external_id,
+        kind=kind,
+        addresses=tuple(addresses),
+        primary=addresses[0],
+        display_name=display_name,
+        enabled=enabled,
+        attributes=attributes,
     )
     result = await service.apply(
-        session, ChangeSet(upserts=[record]), connector=service.ConnectorRef.of(connector),
+        session,
+        ChangeSet(upserts=[record]),
+        connector=service.ConnectorRef.of(connector),
         strict=True,
     )
     saved = await session.get(Recipient, result.recipient_ids[external_id], populate_existing=True)
-    assert saved is not None
+    if saved is None:
+        raise NotFound(f"recipient {external_id} vanished while it was saved")
     return saved
 
 
 async def require_manual(session: AsyncSession, recipient: Recipient) -> Connector:
     connector = await session.get(Connector, recipient.connector_id)
-    assert connector is not None
-    if connector.kind != SourceKind.MANUAL.value:
+    if connector is None or connector.kind != SourceKind.MANUAL.value:
+        source = connector.kind if connector else recipient.source
         raise Conflict(
-            f"recipient {recipient.id} is managed by its {connector.kind} source; "
-            "change it there"
+            f"recipient {recipient.id} is managed by its {source} source; change it there"
         )
     return connector
 
@@ -173,6 +189,8 @@ async def require_manual(session: AsyncSession, recipient: Recipient) -> Connect
 async def delete_manual(session: AsyncSession, recipient: Recipient) -> None:
     connector = await require_manual(session, recipient)
     await service.apply(
-        session, ChangeSet(deletes=[recipient.external_id]),
-        connector=service.ConnectorRef.of(connector), now=datetime.now(UTC),
+        session,
+        ChangeSet(deletes=[recipient.external_id]),
+        connector=service.ConnectorRef.of(connector),
+        now=datetime.now(UTC),
     )

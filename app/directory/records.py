@@ -1,4 +1,4 @@
-"""What every connector hands to the mirror: records of directory objects and page-sized change sets.
+"""What every connector hands to the mirror: directory object records and page-sized change sets.
 
 Connectors translate their source (Graph JSON, LDAP entries, spreadsheet rows) into these plain
 records; `app.directory.service.apply` is the only code that writes them to the database.

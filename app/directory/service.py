@@ -18,7 +18,6 @@ from sqlalchemy import delete, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.upsert import insert_ignore
-from app.directory.records import ChangeSet, RecipientRecord, SourceKind
 from app.directory.addresses import normalize
 from app.directory.changelog import record_changes
 from app.directory.models import (
@@ -29,6 +28,7 @@ from app.directory.models import (
     Recipient,
     new_id,
 )
+from app.directory.records import ChangeSet, RecipientRecord, SourceKind
 from app.errors import Conflict, InvalidInput, Malformed
 
 logger = logging.getLogger(__name__)
@@ -271,15 +271,19 @@ async def _assign_addresses(
                 owner = None if address not in changed[owner[0]].addresses else owner
             if owner is None or owner[0] == rid:
                 inserts.append(
-                    {"tenant_id": tenant_id, "address": address, "recipient_id": rid,
-                     "is_primary": is_primary}
+                    {
+                        "tenant_id": tenant_id,
+                        "address": address,
+                        "recipient_id": rid,
+                        "is_primary": is_primary,
+                    }
                 )
                 owners[address] = (rid, connector.kind.value, prep.record.display_name)
                 continue
             owner_id, owner_source, owner_name = owner
-            takes_over = connector.kind.is_authoritative and not SourceKind(
-                owner_source
-            ).is_authoritative
+            takes_over = (
+                connector.kind.is_authoritative and not SourceKind(owner_source).is_authoritative
+            )
             if not takes_over and _is_strict_claim(connector):
                 raise Conflict(
                     f"{address} already belongs to {owner_name or owner_id} "
@@ -289,8 +293,12 @@ async def _assign_addresses(
             if takes_over:
                 removes.append((tenant_id, address))
                 inserts.append(
-                    {"tenant_id": tenant_id, "address": address, "recipient_id": rid,
-                     "is_primary": is_primary}
+                    {
+                        "tenant_id": tenant_id,
+                        "address": address,
+                        "recipient_id": rid,
+                        "is_primary": is_primary,
+                    }
                 )
                 owners[address] = (rid, connector.kind.value, prep.record.display_name)
                 losers.add(owner_id)
@@ -350,7 +358,9 @@ async def _record_conflicts(
             session.add(AddressConflict(tenant_id=tenant_id, detected_at=now, **item))
         logger.warning(
             "address conflict: address=%s owner=%s claimant=%s",
-            item["address"], item["owner_id"], item["claimant_id"],
+            item["address"],
+            item["owner_id"],
+            item["claimant_id"],
         )
 
 
@@ -376,8 +386,10 @@ async def _delete_recipients(
     return ids
 
 
-async def soft_delete(session: AsyncSession, recipient_ids: Sequence[str], *, now: datetime) -> None:
-    """Remove recipients from the recipient set; the row stays (deleted_at) for audit and restore."""
+async def soft_delete(
+    session: AsyncSession, recipient_ids: Sequence[str], *, now: datetime
+) -> None:
+    """Take recipients out of the recipient set; the row stays (deleted_at) for audit/restore."""
     for chunk in _chunks(list(recipient_ids)):
         await session.execute(
             delete(Address)

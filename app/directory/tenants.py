@@ -53,7 +53,9 @@ async def ensure_connector(
 
 async def list_domains(session: AsyncSession) -> list[tuple[Domain, str]]:
     rows = await session.execute(
-        select(Domain, Tenant.name).join(Tenant, Tenant.id == Domain.tenant_id).order_by(Domain.name)
+        select(Domain, Tenant.name)
+        .join(Tenant, Tenant.id == Domain.tenant_id)
+        .order_by(Domain.name)
     )
     return [(domain, tenant) for domain, tenant in rows]
 
@@ -67,11 +69,18 @@ async def add_domain(
         if existing.tenant_id != tenant.id:
             raise Conflict(f"domain {domain_name} already belongs to another tenant")
         return existing
-    domain = Domain(name=domain_name, tenant_id=tenant.id, source=source, created_at=datetime.now(UTC))
+    domain = Domain(
+        name=domain_name, tenant_id=tenant.id, source=source, created_at=datetime.now(UTC)
+    )
     session.add(domain)
     await session.flush()
     await record_changes(
-        session, tenant.id, [None], action="domain", source=source, at=domain.created_at,
+        session,
+        tenant.id,
+        [None],
+        action="domain",
+        source=source,
+        at=domain.created_at,
         detail=domain_name,
     )
     return domain
@@ -84,8 +93,13 @@ async def remove_domain(session: AsyncSession, name: str) -> None:
     await session.delete(domain)
     await session.flush()
     await record_changes(
-        session, domain.tenant_id, [None], action="domain", source="manual",
-        at=datetime.now(UTC), detail=domain.name,
+        session,
+        domain.tenant_id,
+        [None],
+        action="domain",
+        source="manual",
+        at=datetime.now(UTC),
+        detail=domain.name,
     )
 
 

@@ -6,8 +6,8 @@ because a tempfail makes mail wait in the sender's queue while a wrong reject bo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 
 class Verdict(StrEnum):
@@ -26,9 +26,11 @@ class Reason(StrEnum):
     MALFORMED = "malformed"
 
 
-@dataclass(frozen=True, slots=True)
-class LookupResult:
-    """One verdict with the fields of the HTTP answer (DESIGN.md section 6)."""
+class LookupResult(NamedTuple):
+    """One verdict with the fields of the HTTP answer (DESIGN.md section 6).
+
+    A NamedTuple, not a frozen dataclass: it is built on every lookup, and a frozen dataclass
+    costs ~2.5 µs to construct against ~0.4 µs here."""
 
     address: str
     verdict: Verdict

@@ -7,7 +7,9 @@ import httpx
 from tests.factories import api_key, auth
 
 
-async def test_domains_route_lookups_and_can_be_removed(client: httpx.AsyncClient, app: Any) -> None:
+async def test_domains_route_lookups_and_can_be_removed(
+    client: httpx.AsyncClient, app: Any
+) -> None:
     key = await api_key(app, "write")
     response = await client.post("/v1/domains", json={"name": "Bücher.Example"}, headers=auth(key))
     assert response.status_code == 201
@@ -16,7 +18,9 @@ async def test_domains_route_lookups_and_can_be_removed(client: httpx.AsyncClien
     assert [d["name"] for d in listed] == ["xn--bcher-kva.example"]
     user = await client.post("/v1/users", json={"email": "max@bücher.example"}, headers=auth(key))
     assert user.status_code == 201
-    assert (await client.get("/v1/recipients/MAX@Bücher.example", headers=auth(key))).status_code == 200
+    assert (
+        await client.get("/v1/recipients/MAX@Bücher.example", headers=auth(key))
+    ).status_code == 200
     assert (await client.delete("/v1/domains/bücher.example", headers=auth(key))).status_code == 204
     answer = await client.get("/v1/recipients/max@bücher.example", headers=auth(key))
     assert answer.json()["reason"] == "domain_not_accepted"
@@ -26,8 +30,12 @@ async def test_domains_route_lookups_and_can_be_removed(client: httpx.AsyncClien
 
 async def test_domain_of_another_tenant_is_a_conflict(client: httpx.AsyncClient, app: Any) -> None:
     key = await api_key(app, "write")
-    assert (await client.post("/v1/domains", json={"name": "a.com", "tenant": "t1"}, headers=auth(key))).status_code == 201
-    response = await client.post("/v1/domains", json={"name": "a.com", "tenant": "t2"}, headers=auth(key))
+    assert (
+        await client.post("/v1/domains", json={"name": "a.com", "tenant": "t1"}, headers=auth(key))
+    ).status_code == 201
+    response = await client.post(
+        "/v1/domains", json={"name": "a.com", "tenant": "t2"}, headers=auth(key)
+    )
     assert response.status_code == 409
 
 

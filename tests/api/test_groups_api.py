@@ -15,14 +15,19 @@ async def key(app: Any, client: httpx.AsyncClient) -> str:
     key = await api_key(app, "write")
     await api_domain(client, key, "contoso.com")
     for name in ("ann", "ben"):
-        response = await client.post("/v1/users", json={"email": f"{name}@contoso.com"}, headers=auth(key))
+        response = await client.post(
+            "/v1/users", json={"email": f"{name}@contoso.com"}, headers=auth(key)
+        )
         assert response.status_code == 201
     return key
 
 
-async def make_group(client: httpx.AsyncClient, key: str, email: str, members: list[str]) -> dict[str, Any]:
+async def make_group(
+    client: httpx.AsyncClient, key: str, email: str, members: list[str]
+) -> dict[str, Any]:
     response = await client.post(
-        "/v1/groups", json={"display_name": email.split("@")[0], "email": email, "members": members},
+        "/v1/groups",
+        json={"display_name": email.split("@")[0], "email": email, "members": members},
         headers=auth(key),
     )
     assert response.status_code == 201, response.text
@@ -39,14 +44,19 @@ async def test_nested_groups_with_a_cycle(client: httpx.AsyncClient, key: str) -
     inner = await make_group(client, key, "inner@contoso.com", ["ben@contoso.com"])
     outer = await make_group(client, key, "outer@contoso.com", ["ann@contoso.com", inner["id"]])
     # Close the cycle: inner contains outer.
-    response = await client.post(f"/v1/groups/{inner['id']}/members", json={"member": outer["id"]},
-                                 headers=auth(key))
+    response = await client.post(
+        f"/v1/groups/{inner['id']}/members", json={"member": outer["id"]}, headers=auth(key)
+    )
     assert response.status_code == 204
     direct = await client.get(f"/v1/groups/{outer['id']}/members", headers=auth(key))
     assert emails(direct) == {"ann@contoso.com", "inner@contoso.com"}
-    nested = await client.get(f"/v1/groups/{outer['id']}/members?transitive=true", headers=auth(key))
+    nested = await client.get(
+        f"/v1/groups/{outer['id']}/members?transitive=true", headers=auth(key)
+    )
     assert emails(nested) == {"ann@contoso.com", "inner@contoso.com", "ben@contoso.com"}
-    of_ben = await client.get("/v1/recipients/ben@contoso.com/groups?transitive=true", headers=auth(key))
+    of_ben = await client.get(
+        "/v1/recipients/ben@contoso.com/groups?transitive=true", headers=auth(key)
+    )
     assert emails(of_ben) == {"inner@contoso.com", "outer@contoso.com"}
     of_ben_direct = await client.get("/v1/recipients/ben@contoso.com/groups", headers=auth(key))
     assert emails(of_ben_direct) == {"inner@contoso.com"}
@@ -64,7 +74,9 @@ async def test_deleting_a_group_that_is_a_member_of_another_is_refused(
     response = await client.delete(f"/v1/groups/{inner['id']}", headers=auth(key))
     assert response.status_code == 409
     assert "outer" in response.json()["detail"]
-    removed = await client.delete(f"/v1/groups/{outer['id']}/members/{inner['id']}", headers=auth(key))
+    removed = await client.delete(
+        f"/v1/groups/{outer['id']}/members/{inner['id']}", headers=auth(key)
+    )
     assert removed.status_code == 204
     assert (await client.delete(f"/v1/groups/{inner['id']}", headers=auth(key))).status_code == 204
     assert (await client.get(f"/v1/groups/{inner['id']}", headers=auth(key))).status_code == 404
@@ -72,7 +84,8 @@ async def test_deleting_a_group_that_is_a_member_of_another_is_refused(
 
 async def test_unknown_member_is_404(client: httpx.AsyncClient, key: str) -> None:
     response = await client.post(
-        "/v1/groups", json={"display_name": "g", "email": "g@contoso.com", "members": ["zed@contoso.com"]},
+        "/v1/groups",
+        json={"display_name": "g", "email": "g@contoso.com", "members": ["zed@contoso.com"]},
         headers=auth(key),
     )
     assert response.status_code == 404 and "zed@contoso.com" in response.json()["detail"]

@@ -20,8 +20,11 @@ async def alice(client: httpx.AsyncClient, keys: dict[str, str]) -> dict[str, An
     await api_domain(client, keys["write"], "contoso.com")
     response = await client.post(
         "/v1/users",
-        json={"email": "Alice.Smith@contoso.com", "display_name": "Alice",
-              "aliases": ["alice@contoso.com"]},
+        json={
+            "email": "Alice.Smith@contoso.com",
+            "display_name": "Alice",
+            "aliases": ["alice@contoso.com"],
+        },
         headers=auth(keys["write"]),
     )
     assert response.status_code == 201, response.text
@@ -32,12 +35,22 @@ async def alice(client: httpx.AsyncClient, keys: dict[str, str]) -> dict[str, An
 async def test_alias_with_tag_is_accepted_with_the_primary(
     client: httpx.AsyncClient, keys: dict[str, str], alice: dict[str, Any]
 ) -> None:
-    response = await client.get("/v1/recipients/ALICE+news@Contoso.com", headers=auth(keys["lookup"]))
+    response = await client.get(
+        "/v1/recipients/ALICE+news@Contoso.com", headers=auth(keys["lookup"])
+    )
     assert response.status_code == 200
     assert response.json() == {
-        "address": "ALICE+news@Contoso.com", "valid": True, "verdict": "accept", "reason": None,
-        "matched": "alice@contoso.com", "primary": "alice.smith@contoso.com", "kind": "user",
-        "enabled": True, "recipient_id": alice["id"], "tenant": "default", "source": "manual",
+        "address": "ALICE+news@Contoso.com",
+        "valid": True,
+        "verdict": "accept",
+        "reason": None,
+        "matched": "alice@contoso.com",
+        "primary": "alice.smith@contoso.com",
+        "kind": "user",
+        "enabled": True,
+        "recipient_id": alice["id"],
+        "tenant": "default",
+        "source": "manual",
     }
 
 
@@ -47,7 +60,11 @@ async def test_unknown_recipient_is_404_reject(
     response = await client.get("/v1/recipients/bob@contoso.com", headers=auth(keys["lookup"]))
     assert response.status_code == 404
     body = response.json()
-    assert (body["valid"], body["verdict"], body["reason"]) == (False, "reject", "unknown_recipient")
+    assert (body["valid"], body["verdict"], body["reason"]) == (
+        False,
+        "reject",
+        "unknown_recipient",
+    )
     assert body["error"] == "NotFound" and body["detail"]
 
 
@@ -68,7 +85,11 @@ async def test_malformed_address_is_400(client: httpx.AsyncClient, keys: dict[st
 
 
 async def test_the_documented_route_answers_with_the_same_bytes(
-    client: httpx.AsyncClient, keys: dict[str, str], alice: dict[str, Any], fastapi_only: Any, app: Any
+    client: httpx.AsyncClient,
+    keys: dict[str, str],
+    alice: dict[str, Any],
+    fastapi_only: Any,
+    app: Any,
 ) -> None:
     # Same state, served by FastAPI's own route instead of the fast path.
     inner = app.app.app
@@ -77,10 +98,14 @@ async def test_the_documented_route_answers_with_the_same_bytes(
         transport=httpx.ASGITransport(app=fastapi_only), base_url="http://roster.test"
     ) as slow:
         for address in ("alice+x@contoso.com", "nobody@contoso.com", "bad", "a@other.org"):
-            fast_answer = await client.get(f"/v1/recipients/{address}", headers=auth(keys["lookup"]))
+            fast_answer = await client.get(
+                f"/v1/recipients/{address}", headers=auth(keys["lookup"])
+            )
             slow_answer = await slow.get(f"/v1/recipients/{address}", headers=auth(keys["lookup"]))
             assert (fast_answer.status_code, fast_answer.content) == (
-                slow_answer.status_code, slow_answer.content)
+                slow_answer.status_code,
+                slow_answer.content,
+            )
         for headers in ({}, auth("rst_wrong")):
             fast_answer = await client.get("/v1/recipients/a@contoso.com", headers=headers)
             slow_answer = await slow.get("/v1/recipients/a@contoso.com", headers=headers)
@@ -98,13 +123,21 @@ async def test_batch_lookup_answers_each_address_in_order(
     )
     assert response.status_code == 200
     verdicts = [(i["verdict"], i["reason"]) for i in response.json()["items"]]
-    assert verdicts == [("accept", None), ("reject", "unknown_recipient"),
-                        ("reject", "malformed"), ("reject", "domain_not_accepted")]
+    assert verdicts == [
+        ("accept", None),
+        ("reject", "unknown_recipient"),
+        ("reject", "malformed"),
+        ("reject", "domain_not_accepted"),
+    ]
 
 
-async def test_batch_lookup_refuses_more_than_1000(client: httpx.AsyncClient, keys: dict[str, str]) -> None:
+async def test_batch_lookup_refuses_more_than_1000(
+    client: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
     response = await client.post(
-        "/v1/recipients/lookup", json={"addresses": ["a@b.com"] * 1001}, headers=auth(keys["lookup"])
+        "/v1/recipients/lookup",
+        json={"addresses": ["a@b.com"] * 1001},
+        headers=auth(keys["lookup"]),
     )
     assert response.status_code == 422
     assert response.json()["error"] == "InvalidInput"
@@ -116,13 +149,19 @@ async def test_lookup_defers_when_the_index_cannot_vouch(
     index = app.index
     index.healthy = False
     try:
-        response = await client.get("/v1/recipients/nobody@contoso.com", headers=auth(keys["lookup"]))
+        response = await client.get(
+            "/v1/recipients/nobody@contoso.com", headers=auth(keys["lookup"])
+        )
     finally:
         index.healthy = True
     assert response.status_code == 503
     assert response.headers["retry-after"].isdigit()
     body = response.json()
-    assert (body["verdict"], body["reason"], body["error"]) == ("tempfail", "unavailable", "LookupUnavailable")
+    assert (body["verdict"], body["reason"], body["error"]) == (
+        "tempfail",
+        "unavailable",
+        "LookupUnavailable",
+    )
 
 
 async def test_lookup_defers_when_the_database_goes_away(
@@ -138,7 +177,9 @@ async def test_lookup_defers_when_the_database_goes_away(
     sync.engine = create_engine("postgresql+psycopg://postgres@127.0.0.1:1/gone")
     try:
         for _ in range(100):
-            response = await client.get("/v1/recipients/nobody@contoso.com", headers=auth(keys["lookup"]))
+            response = await client.get(
+                "/v1/recipients/nobody@contoso.com", headers=auth(keys["lookup"])
+            )
             if response.status_code == 503:
                 break
             await asyncio.sleep(0.02)

@@ -22,23 +22,37 @@ async def create(client: httpx.AsyncClient, key: str, **body: Any) -> httpx.Resp
 
 
 async def lookup(client: httpx.AsyncClient, key: str, address: str) -> str:
-    verdict: str = (await client.get(f"/v1/recipients/{address}", headers=auth(key))).json()["verdict"]
+    verdict: str = (await client.get(f"/v1/recipients/{address}", headers=auth(key))).json()[
+        "verdict"
+    ]
     return verdict
 
 
 async def test_create_read_update_delete(client: httpx.AsyncClient, key: str) -> None:
-    created = await create(client, key, email="bob@contoso.com", display_name="Bob",
-                           aliases=["Robert@Contoso.com"], attributes={"department": "Sales"})
+    created = await create(
+        client,
+        key,
+        email="bob@contoso.com",
+        display_name="Bob",
+        aliases=["Robert@Contoso.com"],
+        attributes={"department": "Sales"},
+    )
     assert created.status_code == 201
     user = created.json()
     assert (user["email"], user["aliases"], user["source"]) == (
-        "bob@contoso.com", ["robert@contoso.com"], "manual")
+        "bob@contoso.com",
+        ["robert@contoso.com"],
+        "manual",
+    )
     assert (await client.get(f"/v1/users/{user['id']}", headers=auth(key))).json() == user
     listed = (await client.get("/v1/users", headers=auth(key))).json()
     assert listed["total"] == 1 and listed["items"][0]["id"] == user["id"]
 
-    patched = await client.patch(f"/v1/users/{user['id']}", json={"aliases": ["bobby@contoso.com"],
-                                 "enabled": False}, headers=auth(key))
+    patched = await client.patch(
+        f"/v1/users/{user['id']}",
+        json={"aliases": ["bobby@contoso.com"], "enabled": False},
+        headers=auth(key),
+    )
     assert patched.status_code == 200, patched.text
     assert (patched.json()["aliases"], patched.json()["enabled"]) == (["bobby@contoso.com"], False)
     assert await lookup(client, key, "robert@contoso.com") == "reject"
@@ -86,7 +100,9 @@ async def test_unknown_json_fields_are_refused(client: httpx.AsyncClient, key: s
     assert "hunter2" not in response.text
 
 
-async def test_oversize_body_is_413_and_applies_nothing(client: httpx.AsyncClient, key: str) -> None:
+async def test_oversize_body_is_413_and_applies_nothing(
+    client: httpx.AsyncClient, key: str
+) -> None:
     huge = {"email": "hank@contoso.com", "attributes": {"blob": "x" * 2_000_000}}
     response = await create(client, key, **huge)
     assert (response.status_code, response.json()["error"]) == (413, "PayloadTooLarge")

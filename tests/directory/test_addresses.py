@@ -57,11 +57,15 @@ def test_any_input_gives_a_value_or_malformed(raw: str) -> None:
 
 
 _local = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs", "Zs", "Cc", "Zl", "Zp")), min_size=1,
+    alphabet=st.characters(blacklist_categories=("Cs", "Zs", "Cc", "Zl", "Zp")),
+    min_size=1,
     max_size=40,
 )
-_label = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Zs", "Cc", "Zl", "Zp")),
-                 min_size=1, max_size=20)
+_label = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs", "Zs", "Cc", "Zl", "Zp")),
+    min_size=1,
+    max_size=20,
+)
 
 
 @given(_local, st.lists(_label, min_size=1, max_size=4))

@@ -50,7 +50,9 @@ async def test_refresh_removes_deleted_and_moved_addresses(
     async with sessionmaker.begin() as session:
         await make_domain(session, "contoso.com")
         graph = await make_connector(session, SourceKind.GRAPH)
-        await make_recipient(session, graph, external_id="g1", addresses=["a@contoso.com", "b@contoso.com"])
+        await make_recipient(
+            session, graph, external_id="g1", addresses=["a@contoso.com", "b@contoso.com"]
+        )
     index = LookupIndex()
     sync = IndexSync(index, engine)
     await sync.load()
@@ -61,7 +63,9 @@ async def test_refresh_removes_deleted_and_moved_addresses(
     await sync.refresh()
     assert index.lookup("b@contoso.com").recipient_id != index.lookup("a@contoso.com").recipient_id
     async with sessionmaker.begin() as session:
-        await service.apply(session, ChangeSet(deletes=["g2"]), connector=service.ConnectorRef.of(graph))
+        await service.apply(
+            session, ChangeSet(deletes=["g2"]), connector=service.ConnectorRef.of(graph)
+        )
     await sync.refresh()
     assert index.lookup("b@contoso.com").reason is Reason.UNKNOWN_RECIPIENT
 
@@ -72,7 +76,9 @@ async def test_a_new_accepted_domain_makes_existing_addresses_count(
     async with sessionmaker.begin() as session:
         await make_domain(session, "contoso.com")
         graph = await make_connector(session, SourceKind.GRAPH)
-        await make_recipient(session, graph, external_id="g1", addresses=["a@contoso.com", "a@fabrikam.com"])
+        await make_recipient(
+            session, graph, external_id="g1", addresses=["a@contoso.com", "a@fabrikam.com"]
+        )
     index = LookupIndex()
     sync = IndexSync(index, engine)
     await sync.load()

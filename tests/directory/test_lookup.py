@@ -4,21 +4,41 @@ from __future__ import annotations
 
 import pytest
 
-from app.directory.lookup import Entry, LookupIndex, LookupOptions, TenantState
+from app.directory.lookup import Entry, LookupIndex, LookupOptions, TenantState, rid_key
 from app.directory.verdicts import Reason, Verdict
 
 
-def make_index(*, delimiter: str = "+", reject_disabled: bool = False, now: float = 1000.0) -> tuple[LookupIndex, TenantState]:
+def make_index(
+    *, delimiter: str = "+", reject_disabled: bool = False, now: float = 1000.0
+) -> tuple[LookupIndex, TenantState]:
     index = LookupIndex(LookupOptions(delimiter, reject_disabled), clock=lambda: now)
     tenant = TenantState("t1", "contoso")
     tenant.ready = True
     index.tenants = {"t1": tenant}
-    index.domains = {"contoso.com": tenant}
+    index.set_domains({"contoso.com": tenant})
     index.loaded = True
-    index.put(Entry("r1", tenant, "alice.smith@contoso.com", "user", True, "graph",
-                    ("alice.smith@contoso.com", "alice@contoso.com", "alice@elsewhere.org")))
-    index.put(Entry("r2", tenant, "shared@contoso.com", "shared_mailbox", False, "graph",
-                    ("shared@contoso.com",)))
+    index.put(
+        Entry(
+            "00000000-0000-0000-0000-000000000001",
+            tenant,
+            "alice.smith@contoso.com",
+            "user",
+            True,
+            "graph",
+            ("alice.smith@contoso.com", "alice@contoso.com", "alice@elsewhere.org"),
+        )
+    )
+    index.put(
+        Entry(
+            "00000000-0000-0000-0000-000000000002",
+            tenant,
+            "shared@contoso.com",
+            "shared_mailbox",
+            False,
+            "graph",
+            ("shared@contoso.com",),
+        )
+    )
     return index, tenant
 
 
@@ -27,7 +47,10 @@ def test_alias_with_subaddress_accepts_with_primary() -> None:
     result = index.lookup("Alice+News@Contoso.com")
     assert result.verdict is Verdict.ACCEPT
     assert (result.matched, result.primary, result.tenant) == (
-        "alice@contoso.com", "alice.smith@contoso.com", "contoso")
+        "alice@contoso.com",
+        "alice.smith@contoso.com",
+        "contoso",
+    )
 
 
 def test_subaddressing_can_be_disabled() -> None:
@@ -85,11 +108,22 @@ def test_malformed_is_a_reject_with_reason() -> None:
 
 def test_moving_an_address_between_recipients_keeps_the_new_owner() -> None:
     index, tenant = make_index()
-    index.put(Entry("r3", tenant, "alice@contoso.com", "user", True, "manual", ("alice@contoso.com",)))
-    index.put(Entry("r1", tenant, "alice.smith@contoso.com", "user", True, "graph",
-                    ("alice.smith@contoso.com",)))
+    index.put(
+        Entry("r3", tenant, "alice@contoso.com", "user", True, "manual", ("alice@contoso.com",))
+    )
+    index.put(
+        Entry(
+            "00000000-0000-0000-0000-000000000001",
+            tenant,
+            "alice.smith@contoso.com",
+            "user",
+            True,
+            "graph",
+            ("alice.smith@contoso.com",),
+        )
+    )
     assert index.lookup("alice@contoso.com").recipient_id == "r3"
-    index.remove("r1")
+    index.remove(rid_key("00000000-0000-0000-0000-000000000001"))
     assert index.lookup("alice@contoso.com").recipient_id == "r3"
     assert index.lookup("alice.smith@contoso.com").verdict is Verdict.REJECT
 

@@ -26,7 +26,9 @@ async def test_upsert_normalizes_addresses_and_marks_primary(session: AsyncSessi
         session, graph, external_id="g1", addresses=["Alice.Smith@Contoso.com", "ALI@contoso.com"]
     )
     assert await addresses_of(session, rid) == {
-        "alice.smith@contoso.com": True, "ali@contoso.com": False}
+        "alice.smith@contoso.com": True,
+        "ali@contoso.com": False,
+    }
 
 
 async def test_replaying_a_page_changes_nothing(session: AsyncSession) -> None:
@@ -42,8 +44,12 @@ async def test_replaying_a_page_changes_nothing(session: AsyncSession) -> None:
 
 async def test_alias_added_removed_and_primary_changed(session: AsyncSession) -> None:
     graph = await make_connector(session, SourceKind.GRAPH)
-    rid = await make_recipient(session, graph, external_id="g1", addresses=["a@contoso.com", "b@contoso.com"])
-    await make_recipient(session, graph, external_id="g1", addresses=["c@contoso.com", "a@contoso.com"])
+    rid = await make_recipient(
+        session, graph, external_id="g1", addresses=["a@contoso.com", "b@contoso.com"]
+    )
+    await make_recipient(
+        session, graph, external_id="g1", addresses=["c@contoso.com", "a@contoso.com"]
+    )
     assert await addresses_of(session, rid) == {"c@contoso.com": True, "a@contoso.com": False}
 
 
@@ -52,29 +58,41 @@ async def test_authoritative_source_takes_an_address_and_the_conflict_is_listed(
 ) -> None:
     manual = await make_connector(session, SourceKind.MANUAL)
     graph = await make_connector(session, SourceKind.GRAPH)
-    loser = await make_recipient(session, manual, external_id="m1", addresses=["x@contoso.com", "y@contoso.com"])
+    loser = await make_recipient(
+        session, manual, external_id="m1", addresses=["x@contoso.com", "y@contoso.com"]
+    )
     winner = await make_recipient(session, graph, external_id="g1", addresses=["x@contoso.com"])
     assert await addresses_of(session, winner) == {"x@contoso.com": True}
     assert await addresses_of(session, loser) == {"y@contoso.com": False}
     conflict = (await session.scalars(select(AddressConflict))).one()
-    assert (conflict.address, conflict.owner_id, conflict.claimant_id) == ("x@contoso.com", winner, loser)
+    assert (conflict.address, conflict.owner_id, conflict.claimant_id) == (
+        "x@contoso.com",
+        winner,
+        loser,
+    )
 
 
 async def test_non_authoritative_claim_loses_and_is_recorded(session: AsyncSession) -> None:
     graph = await make_connector(session, SourceKind.GRAPH)
     sheet = await make_connector(session, SourceKind.SPREADSHEET)
     owner = await make_recipient(session, graph, external_id="g1", addresses=["x@contoso.com"])
-    claimant = await make_recipient(session, sheet, external_id="s1", addresses=["x@contoso.com", "z@contoso.com"])
+    claimant = await make_recipient(
+        session, sheet, external_id="s1", addresses=["x@contoso.com", "z@contoso.com"]
+    )
     assert await addresses_of(session, owner) == {"x@contoso.com": True}
     assert await addresses_of(session, claimant) == {"z@contoso.com": False}
     conflict = (await session.scalars(select(AddressConflict))).one()
     assert (conflict.owner_id, conflict.claimant_id) == (owner, claimant)
 
 
-async def test_manual_claim_on_a_taken_address_raises_naming_the_owner(session: AsyncSession) -> None:
+async def test_manual_claim_on_a_taken_address_raises_naming_the_owner(
+    session: AsyncSession,
+) -> None:
     graph = await make_connector(session, SourceKind.GRAPH)
     manual = await make_connector(session, SourceKind.MANUAL)
-    await make_recipient(session, graph, external_id="g1", addresses=["x@contoso.com"], display_name="Xavier")
+    await make_recipient(
+        session, graph, external_id="g1", addresses=["x@contoso.com"], display_name="Xavier"
+    )
     with pytest.raises(Conflict, match="Xavier"):
         await make_recipient(session, manual, external_id="m1", addresses=["x@contoso.com"])
 
@@ -108,8 +126,13 @@ async def test_memberships_are_a_set_of_pairs(session: AsyncSession) -> None:
                 RecipientRecord("sub", RecipientKind.GROUP, ("sub@contoso.com",)),
                 RecipientRecord("u1", RecipientKind.USER, ("u1@contoso.com",)),
             ],
-            member_adds=[MemberRef("grp", "sub"), MemberRef("sub", "u1"), MemberRef("sub", "grp"),
-                         MemberRef("grp", "sub"), MemberRef("grp", "later")],
+            member_adds=[
+                MemberRef("grp", "sub"),
+                MemberRef("sub", "u1"),
+                MemberRef("sub", "grp"),
+                MemberRef("grp", "sub"),
+                MemberRef("grp", "later"),
+            ],
         ),
         connector=ref,
     )
@@ -130,8 +153,13 @@ async def test_member_sets_replace_the_membership(session: AsyncSession) -> None
     sheet = await make_connector(session, SourceKind.SPREADSHEET)
     ref = service.ConnectorRef.of(sheet)
     for ext in ("g", "a", "b"):
-        await make_recipient(session, sheet, external_id=ext, addresses=[f"{ext}@contoso.com"],
-                             kind=RecipientKind.GROUP if ext == "g" else RecipientKind.USER)
+        await make_recipient(
+            session,
+            sheet,
+            external_id=ext,
+            addresses=[f"{ext}@contoso.com"],
+            kind=RecipientKind.GROUP if ext == "g" else RecipientKind.USER,
+        )
     await service.apply(session, ChangeSet(member_sets={"g": ["a", "b"]}), connector=ref)
     await service.apply(session, ChangeSet(member_sets={"g": ["b"]}), connector=ref)
     group = (await session.scalars(select(Recipient).where(Recipient.external_id == "g"))).one()
@@ -143,7 +171,9 @@ async def test_malformed_source_addresses_are_skipped_and_counted(session: Async
     graph = await make_connector(session, SourceKind.GRAPH)
     result = await service.apply(
         session,
-        ChangeSet(upserts=[RecipientRecord("g1", RecipientKind.USER, ("ok@contoso.com", "bad address"))]),
+        ChangeSet(
+            upserts=[RecipientRecord("g1", RecipientKind.USER, ("ok@contoso.com", "bad address"))]
+        ),
         connector=service.ConnectorRef.of(graph),
     )
     assert result.skipped_addresses == 1

@@ -25,8 +25,12 @@ async def list_changes(
     )
     items = [
         ChangeRead(
-            seq=c.seq, tenant=tenants.get(c.tenant_id), recipient_id=c.recipient_id,
-            action=c.action, source=c.source, at=c.at,
+            seq=c.seq,
+            tenant=tenants.get(c.tenant_id),
+            recipient_id=c.recipient_id,
+            action=c.action,
+            source=c.source,
+            at=c.at,
         )
         for c in rows
     ]
@@ -43,8 +47,11 @@ async def list_conflicts(session: SessionDep) -> ConflictList:
     return ConflictList(
         items=[
             ConflictRead(
-                address=c.address, tenant=tenant, owner_id=c.owner_id,
-                claimant_id=c.claimant_id, detected_at=c.detected_at,
+                address=c.address,
+                tenant=tenant,
+                owner_id=c.owner_id,
+                claimant_id=c.claimant_id,
+                detected_at=c.detected_at,
             )
             for c, tenant in rows
         ]

@@ -30,7 +30,9 @@ async def list_domains(session: SessionDep) -> DomainList:
     responses=responses(400, 401, 403, 409, 422),  # type: ignore[arg-type]
 )
 async def add_domain(body: DomainCreate, session: SessionDep, sync: IndexSyncDep) -> DomainRead:
-    tenant = await tenant_service.ensure_tenant(session, body.tenant or tenant_service.DEFAULT_TENANT)
+    tenant = await tenant_service.ensure_tenant(
+        session, body.tenant or tenant_service.DEFAULT_TENANT
+    )
     domain = await tenant_service.add_domain(session, tenant, body.name)
     await session.commit()
     await sync.refresh_after_write()

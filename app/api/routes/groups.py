@@ -9,8 +9,8 @@ from app.api.errors import responses
 from app.api.schemas import GroupCreate, MemberAdd, RecipientList, RecipientRead
 from app.directory import groups as group_service
 from app.directory import recipients as recipient_service
-from app.directory.recipients import GROUP_KINDS, describe
 from app.directory.models import Recipient
+from app.directory.recipients import GROUP_KINDS, describe
 from app.directory.records import RecipientKind
 from app.errors import InvalidInput, NotFound
 
@@ -51,8 +51,14 @@ async def create_group(body: GroupCreate, session: SessionDep, sync: IndexSyncDe
             raise InvalidInput("a group without an email cannot have aliases")
         raise InvalidInput("a manual group needs an email address")
     group = await recipient_service.save_manual(
-        session, recipient=None, email=body.email, aliases=body.aliases,
-        display_name=body.display_name, enabled=True, kind=RecipientKind.GROUP, attributes={},
+        session,
+        recipient=None,
+        email=body.email,
+        aliases=body.aliases,
+        display_name=body.display_name,
+        enabled=True,
+        kind=RecipientKind.GROUP,
+        attributes={},
     )
     for member in members:
         await group_service.add_member(session, group, member)
@@ -62,7 +68,9 @@ async def create_group(body: GroupCreate, session: SessionDep, sync: IndexSyncDe
 
 
 @router.get(
-    "/{group_id}", dependencies=[ReadScope], responses=responses(401, 403, 404)  # type: ignore[arg-type]
+    "/{group_id}",
+    dependencies=[ReadScope],
+    responses=responses(401, 403, 404),  # type: ignore[arg-type]
 )
 async def get_group(group_id: str, session: SessionDep) -> RecipientRead:
     group = await _group(session, group_id)
@@ -79,7 +87,9 @@ async def group_members(
 ) -> RecipientList:
     group = await _group(session, group_id)
     found = await group_service.members(session, group, transitive=transitive)
-    return RecipientList.model_validate({"items": await describe(session, found), "total": len(found)})
+    return RecipientList.model_validate(
+        {"items": await describe(session, found), "total": len(found)}
+    )
 
 
 @router.post(

@@ -66,4 +66,6 @@ async def groups_of_address(
 ) -> RecipientList:
     recipient = await find_by_address(session, address)
     found = await group_service.groups_of(session, recipient, transitive=transitive)
-    return RecipientList.model_validate({"items": await describe(session, found), "total": len(found)})
+    return RecipientList.model_validate(
+        {"items": await describe(session, found), "total": len(found)}
+    )

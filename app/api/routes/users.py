@@ -40,8 +40,13 @@ async def list_users(
 )
 async def create_user(body: UserCreate, session: SessionDep, sync: IndexSyncDep) -> RecipientRead:
     recipient = await recipient_service.save_manual(
-        session, recipient=None, email=body.email, aliases=body.aliases,
-        display_name=body.display_name, enabled=body.enabled, kind=body.kind,
+        session,
+        recipient=None,
+        email=body.email,
+        aliases=body.aliases,
+        display_name=body.display_name,
+        enabled=body.enabled,
+        kind=body.kind,
         attributes=body.attributes,
     )
     await session.commit()
@@ -50,7 +55,9 @@ async def create_user(body: UserCreate, session: SessionDep, sync: IndexSyncDep)
 
 
 @router.get(
-    "/{user_id}", dependencies=[ReadScope], responses=responses(401, 403, 404)  # type: ignore[arg-type]
+    "/{user_id}",
+    dependencies=[ReadScope],
+    responses=responses(401, 403, 404),  # type: ignore[arg-type]
 )
 async def get_user(user_id: str, session: SessionDep) -> RecipientRead:
     return await _read(session, user_id)
