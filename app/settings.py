@@ -49,8 +49,12 @@ class Settings(BaseSettings):
     max_staleness: timedelta = timedelta(hours=24)
     reject_disabled: bool = False
     delete_threshold: int = 500
+    delete_threshold_percent: float = 0.0
     index_poll_interval: float = 0.25
     max_body_bytes: int = 1_048_576
+    max_import_bytes: int = 50 * 1_048_576
+    trusted_networks: list[str] = []
+    learn_min_count: int = 1
     graph: GraphSettings | None = None
     ldap: LdapSettings | None = None
 

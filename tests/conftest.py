@@ -30,16 +30,9 @@ POSTGRES_URL = os.environ.get(
     "ROSTER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 TABLES = [
-    "address_conflicts",
-    "memberships",
-    "addresses",
-    "recipients",
-    "cursors",
-    "connectors",
-    "domains",
-    "changes",
-    "api_keys",
-    "tenants",
+    "webhook_inbox", "graph_subscriptions", "imports", "learned_senders", "address_conflicts",
+    "memberships", "addresses", "pending_deletions", "recipients", "cursors", "connectors",
+    "domains", "changes", "api_keys", "tenants",
 ]
 
 

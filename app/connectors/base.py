@@ -1,8 +1,14 @@
-"""The connector-facing names of the mirror's record types.
+"""What a connector is to the runner: a source of pages, each a change set plus a resume point.
 
-The records live in `app.directory.records` (the directory layer must not import connectors);
-connectors import them from here.
+The record types live in `app.directory.records` (the directory layer must not import
+connectors); connectors import them from here.
 """
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from app.directory.records import (
     ChangeSet,
@@ -12,4 +18,30 @@ from app.directory.records import (
     SourceKind,
 )
 
-__all__ = ["ChangeSet", "MemberRef", "RecipientKind", "RecipientRecord", "SourceKind"]
+__all__ = [
+    "ChangeSet", "MemberRef", "Page", "RecipientKind", "RecipientRecord", "Source", "SourceKind",
+]
+
+
+@dataclass(slots=True)
+class Page:
+    """One page of a round. `cursor` is where to resume after it (committed with its changes);
+    the final page's cursor starts the next incremental round. `domains`, when set, is the
+    source's complete list of accepted domains (Graph `/domains`)."""
+
+    changes: ChangeSet
+    cursor: dict[str, Any]
+    final: bool = False
+    domains: list[str] | None = None
+
+
+class Source(Protocol):
+    kind: SourceKind
+    streams: tuple[str, ...]
+
+    def pages(self, stream: str, cursor: dict[str, Any] | None) -> AsyncIterator[Page]:
+        """Yield the pages of one round; `cursor` None starts a full round.
+
+        Raises TemporarySourceError (retry later), PermanentSourceError (stop and report) or
+        SyncStateLost (the resume point expired: the runner starts a full round)."""
+        ...

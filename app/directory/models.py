@@ -60,6 +60,8 @@ class Connector(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     last_error_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    sync_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    full_sync_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     lease_owner: Mapped[str | None] = mapped_column(String(100))
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -87,6 +89,8 @@ class Recipient(Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     connector_id: Mapped[str] = mapped_column(ForeignKey("connectors.id", ondelete="CASCADE"))
     source: Mapped[str] = mapped_column(String(20))
+    # Which of the connector's streams (Graph "users"/"groups", ...) owns it: sweeps are per stream.
+    stream: Mapped[str] = mapped_column(String(50), default="")
     external_id: Mapped[str] = mapped_column(String(255))
     kind: Mapped[str] = mapped_column(String(30))
     display_name: Mapped[str | None] = mapped_column(String(512))
@@ -143,6 +147,19 @@ class Membership(Base):
     member_external_id: Mapped[str] = mapped_column(String(255), primary_key=True)
 
     __table_args__ = (Index("ix_memberships_member", "member_connector_id", "member_external_id"),)
+
+
+class PendingDeletion(Base):
+    """A deletion held back until its round ends, and held longer by the mass-deletion guard."""
+
+    __tablename__ = "pending_deletions"
+
+    connector_id: Mapped[str] = mapped_column(
+        ForeignKey("connectors.id", ondelete="CASCADE"), primary_key=True
+    )
+    external_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(20))  # removed | sweep
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class Change(Base):

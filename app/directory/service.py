@@ -107,6 +107,7 @@ async def apply(
     *,
     connector: ConnectorRef,
     round_id: str | None = None,
+    stream: str = "",
     strict: bool = False,
     now: datetime | None = None,
 ) -> ApplyResult:
@@ -121,7 +122,9 @@ async def apply(
     deleted: list[str] = []
     prepared = {r.external_id: _prepare(r, strict=strict, result=result) for r in changes.upserts}
     if prepared:
-        upserted = await _upsert_recipients(session, prepared, connector, round_id, now, result)
+        upserted = await _upsert_recipients(
+            session, prepared, connector, round_id, stream, now, result
+        )
     if changes.deletes:
         deleted = await _delete_recipients(session, changes.deletes, connector, now, result)
     await _apply_memberships(session, changes, connector, result)
@@ -139,6 +142,7 @@ async def _upsert_recipients(
     prepared: dict[str, _Prepared],
     connector: ConnectorRef,
     round_id: str | None,
+    stream: str,
     now: datetime,
     result: ApplyResult,
 ) -> list[str]:
@@ -166,6 +170,7 @@ async def _upsert_recipients(
             "attributes": dict(record.attributes),
             "source_hash": prep.digest,
             "round_id": round_id,
+            "stream": stream,
             "last_seen_at": now,
             "deleted_at": None,
         }

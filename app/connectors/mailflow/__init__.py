@@ -1,0 +1,1 @@
+"""Learned source: internal senders seen in authenticated or trusted outbound mail flow."""
