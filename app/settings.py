@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Annotated, Any
 
-from pydantic import BaseModel, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./roster.db"
 
@@ -22,12 +23,48 @@ class GraphSettings(BaseModel):
 
 
 class LdapSettings(BaseModel):
-    url: str = "ldaps://dc1.corp.example:636"
+    """What the LDAP connector needs to reach a directory (env: ROSTER_LDAP__URL, ...).
+
+    `urls` (env `ROSTER_LDAP__URL`, comma- or space-separated) are tried in order (failover).
+    `bind_dn` may be a DN, a UPN (`svc@corp.example`) or `DOMAIN\\user`. `tls_server_name` is
+    the name the certificate must carry when the URL host cannot be the DC's FQDN (an IP
+    address, or a name that does not resolve).
+    """
+
+    urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["ldaps://dc1.corp.example:636"],
+        validation_alias=AliasChoices("urls", "url"),
+    )
     bind_dn: str
     bind_password: SecretStr
-    base_dn: str
+    base_dn: Annotated[list[str], NoDecode] = Field(default_factory=list)
     ca_file: str | None = None
+    tls_server_name: str | None = None
+    start_tls: bool = True
     allow_plaintext: bool = False
+    extra_filter: str | None = None
+    connect_timeout: int = 5
+    receive_timeout: int = 60  # ldap3 packs it into SO_RCVTIMEO: whole seconds
+    page_size: int = 500
+    range_size: int = 1500
+    poll_interval: timedelta = timedelta(minutes=15)
+    # Without rights on CN=Deleted Objects, deletions are only found by full rounds with a sweep.
+    full_round_interval: timedelta = timedelta(hours=6)
+
+    @field_validator("urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part for part in value.replace(",", " ").split() if part]
+        return value
+
+    @field_validator("base_dn", mode="before")
+    @classmethod
+    def _split_base_dns(cls, value: Any) -> Any:
+        # DNs contain commas, so several base DNs in one string are separated by ";".
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(";") if part.strip()]
+        return value
 
 
 class Settings(BaseSettings):
@@ -53,10 +90,17 @@ class Settings(BaseSettings):
     index_poll_interval: float = 0.25
     max_body_bytes: int = 1_048_576
     max_import_bytes: int = 50 * 1_048_576
-    trusted_networks: list[str] = []
+    trusted_networks: Annotated[list[str], NoDecode] = []
     learn_min_count: int = 1
     graph: GraphSettings | None = None
     ldap: LdapSettings | None = None
+
+    @field_validator("trusted_networks", mode="before")
+    @classmethod
+    def _split_networks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part for part in value.replace(",", " ").split() if part]
+        return value
 
     @field_validator("database_url")
     @classmethod

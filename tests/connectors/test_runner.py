@@ -1,0 +1,201 @@
+"""The runner's guarantees, driven by a scripted in-memory source (the real sources have their
+own tests against the Graph simulator and a real Samba DC)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.connectors import guard
+from app.connectors.base import Page, SourceKind
+from app.connectors.runner import RunnerOptions, approve_deletions, run_cycle
+from app.directory.models import Address, Connector, Domain, Recipient
+from app.directory.records import ChangeSet, RecipientKind, RecipientRecord
+from app.errors import SyncStateLost, TemporarySourceError
+from tests.factories import make_connector
+
+
+def user(ext: str, *addresses: str) -> RecipientRecord:
+    return RecipientRecord(ext, RecipientKind.USER, addresses or (f"{ext}@contoso.com",))
+
+
+class ScriptedSource:
+    """Serves a directory as pages of two objects; the cursor is the page number."""
+
+    kind = SourceKind.GRAPH
+    streams = ("users",)
+
+    def __init__(self, objects: list[RecipientRecord]) -> None:
+        self.objects = objects
+        self.deleted: list[str] = []
+        self.fail_at_page: int | None = None
+        self.fail_with: Exception = RuntimeError("directory went away")
+        self.lose_state = False
+        self.requests: list[dict[str, Any] | None] = []
+        self.domains: list[str] | None = ["contoso.com"]
+
+    async def pages(self, stream: str, cursor: dict[str, Any] | None) -> AsyncIterator[Page]:
+        self.requests.append(cursor)
+        if cursor is not None and cursor.get("delta") and self.lose_state:
+            self.lose_state = False
+            raise SyncStateLost("token expired")
+        if cursor is not None and cursor.get("delta"):
+            deleted, self.deleted = self.deleted, []
+            yield Page(ChangeSet(deletes=deleted), {"delta": True}, final=True)
+            return
+        start = cursor["page"] if cursor else 0
+        chunks = [self.objects[i : i + 2] for i in range(0, len(self.objects), 2)] or [[]]
+        for number in range(start, len(chunks)):
+            if self.fail_at_page == number:
+                self.fail_at_page = None
+                raise self.fail_with
+            final = number == len(chunks) - 1
+            yield Page(
+                ChangeSet(upserts=list(chunks[number])),
+                {"delta": True} if final else {"page": number + 1},
+                final=final,
+                domains=self.domains if final else None,
+            )
+
+
+@pytest.fixture
+async def connector_id(sessionmaker: async_sessionmaker[AsyncSession]) -> str:
+    async with sessionmaker.begin() as session:
+        connector = await make_connector(session, SourceKind.GRAPH, ready=False)
+        return connector.id
+
+
+async def live_addresses(sessionmaker: async_sessionmaker[AsyncSession]) -> set[str]:
+    async with sessionmaker() as session:
+        return set(await session.scalars(select(Address.address)))
+
+
+async def connector(sessionmaker: async_sessionmaker[AsyncSession], cid: str) -> Connector:
+    async with sessionmaker() as session:
+        row = await session.get(Connector, cid)
+        assert row is not None
+        return row
+
+
+def no_sleep() -> RunnerOptions:
+    async def sleep(_: float) -> None:
+        return None
+
+    return RunnerOptions(sleep=sleep, guard=guard.GuardSettings(threshold=3))
+
+
+async def test_full_round_mirrors_the_source_and_marks_the_connector_ready(
+    sessionmaker: async_sessionmaker[AsyncSession], connector_id: str
+) -> None:
+    source = ScriptedSource([user(f"u{i}") for i in range(5)])
+    report = await run_cycle(sessionmaker, connector_id, source, options=no_sleep())
+    assert report.ok, report.error
+    assert await live_addresses(sessionmaker) == {f"u{i}@contoso.com" for i in range(5)}
+    row = await connector(sessionmaker, connector_id)
+    assert (row.state, row.first_round_done, row.last_error) == ("ready", True, None)
+    assert row.last_success_at is not None
+    async with sessionmaker() as session:
+        assert set(await session.scalars(select(Domain.name))) == {"contoso.com"}
+
+
+async def test_a_round_killed_between_pages_resumes_without_loss(
+    sessionmaker: async_sessionmaker[AsyncSession], connector_id: str
+) -> None:
+    source = ScriptedSource([user(f"u{i}") for i in range(6)])
+    source.fail_at_page = 2
+    report = await run_cycle(sessionmaker, connector_id, source, options=no_sleep())
+    assert not report.ok and "directory went away" in (report.error or "")
+    row = await connector(sessionmaker, connector_id)
+    assert (row.state, row.first_round_done) == ("error", False)
+    # Pages 0 and 1 are committed; nothing was swept or lost.
+    assert await live_addresses(sessionmaker) == {f"u{i}@contoso.com" for i in range(4)}
+    report = await run_cycle(sessionmaker, connector_id, source, options=no_sleep())
+    assert report.ok
+    assert source.requests[-1] == {"page": 2}  # resumed from the stored cursor
+    assert await live_addresses(sessionmaker) == {f"u{i}@contoso.com" for i in range(6)}
+
+
+async def test_temporary_errors_are_retried_from_the_cursor(
+    sessionmaker: async_sessionmaker[AsyncSession], connector_id: str
+) -> None:
+    source = ScriptedSource([user(f"u{i}") for i in range(4)])
+    source.fail_at_page = 1
+    source.fail_with = TemporarySourceError("429", delay=2)
+    delays: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        delays.append(seconds)
+
+    report = await run_cycle(sessionmaker, connector_id, source, options=RunnerOptions(sleep=sleep))
+    assert report.ok and delays == [2]
+    assert source.requests == [None, {"page": 1}]
+
+
+async def test_full_round_sweeps_what_it_did_not_see_after_the_final_page(
+    sessionmaker: async_sessionmaker[AsyncSession], connector_id: str
+) -> None:
+    source = ScriptedSource([user(f"u{i}") for i in range(4)])
+    assert (await run_cycle(sessionmaker, connector_id, source, options=no_sleep())).ok
+    source.objects = source.objects[:3]
+    source.lose_state = True  # next delta fails: a full round must converge by sweeping
+    assert (await run_cycle(sessionmaker, connector_id, source, options=no_sleep())).ok
+    assert await live_addresses(sessionmaker) == {f"u{i}@contoso.com" for i in range(3)}
+
+
+async def test_a_vanishing_directory_mid_round_sweeps_nothing(
+    sessionmaker: async_sessionmaker[AsyncSession], connector_id: str
+) -> None:
+    source = ScriptedSource([user(f"u{i}") for i in range(4)])
+    assert (await run_cycle(sessionmaker, connector_id, source, options=no_sleep())).ok
+    source.objects = []
+    source.fail_at_page = 0
+    assert not (await run_cycle(sessionmaker, connector_id, source, full=True, options=no_sleep())).ok
+    assert len(await live_addresses(sessionmaker)) == 4
+
+
+async def test_mass_deletion_is_held_until_approved(
+    sessionmaker: async_sessionmaker[AsyncSession], connector_id: str
+) -> None:
+    source = ScriptedSource([user(f"u{i}") for i in range(6)])
+    assert (await run_cycle(sessionmaker, connector_id, source, options=no_sleep())).ok
+    source.deleted = [f"u{i}" for i in range(5)]  # 5 > threshold 3
+    report = await run_cycle(sessionmaker, connector_id, source, options=no_sleep())
+    assert report.ok and report.held_deletions
+    assert (await connector(sessionmaker, connector_id)).state == "needs_approval"
+    assert len(await live_addresses(sessionmaker)) == 6  # still accepted while held
+    assert await approve_deletions(sessionmaker, connector_id) == 5
+    assert await live_addresses(sessionmaker) == {"u5@contoso.com"}
+    assert (await connector(sessionmaker, connector_id)).state == "ready"
+
+
+async def test_small_deletions_apply_at_the_end_of_the_round(
+    sessionmaker: async_sessionmaker[AsyncSession], connector_id: str
+) -> None:
+    source = ScriptedSource([user(f"u{i}") for i in range(4)])
+    assert (await run_cycle(sessionmaker, connector_id, source, options=no_sleep())).ok
+    source.deleted = ["u0", "u1"]
+    assert (await run_cycle(sessionmaker, connector_id, source, options=no_sleep())).ok
+    assert await live_addresses(sessionmaker) == {"u2@contoso.com", "u3@contoso.com"}
+    async with sessionmaker() as session:
+        deleted = await session.scalars(
+            select(Recipient.external_id).where(Recipient.deleted_at.is_not(None))
+        )
+        assert set(deleted) == {"u0", "u1"}
+
+
+async def test_a_second_runner_cannot_take_a_held_lease(
+    sessionmaker: async_sessionmaker[AsyncSession], connector_id: str
+) -> None:
+    from datetime import UTC, datetime
+
+    from app.connectors import leases
+    from app.connectors.runner import ConnectorBusy
+
+    async with sessionmaker.begin() as session:
+        assert await leases.claim(session, connector_id, "other", now=datetime.now(UTC))
+    with pytest.raises(ConnectorBusy, match="other"):
+        await run_cycle(sessionmaker, connector_id, ScriptedSource([]), options=no_sleep())
