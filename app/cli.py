@@ -15,7 +15,6 @@ import orjson
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import RosterError
@@ -294,59 +293,151 @@ def users_add(
 
 @cli.command()
 def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Connectors of every tenant: state, last success, last error, counts."""
-    from app.directory.models import Connector, Tenant
-    from app.directory.tenants import count_addresses
+    """Connectors of every tenant: state, last success, lag, last error, counts."""
+    from app.connectors.status import list_status
 
     async def work(settings: Settings) -> list[dict[str, Any]]:
-        async def inner(session: AsyncSession) -> list[dict[str, Any]]:
-            rows = await session.execute(
-                select(Connector, Tenant.name)
-                .join(Tenant, Tenant.id == Connector.tenant_id)
-                .order_by(Tenant.name, Connector.name)
-            )
-            items = []
-            for connector, tenant in rows:
-                objects, addresses = await count_addresses(session, connector.id)
-                items.append(
-                    {
-                        "id": connector.id,
-                        "tenant": tenant,
-                        "name": connector.name,
-                        "kind": connector.kind,
-                        "state": connector.state,
-                        "last_success_at": connector.last_success_at.isoformat()
-                        if connector.last_success_at
-                        else None,
-                        "last_error": connector.last_error,
-                        "objects": objects,
-                        "addresses": addresses,
-                        "progress": connector.progress or {},
-                    }
-                )
-            return items
-
-        return await _with_session(settings, inner)
+        return await _with_session(settings, list_status)
 
     items = _run(work)
     if as_json:
         sys.stdout.write(orjson.dumps(items).decode() + "\n")
         return
+    if not items:
+        out.print("no connectors yet: add a domain and users, or configure a directory source")
+        return
     table = Table(
-        "tenant", "connector", "kind", "state", "last success", "objects", "addresses", "last error"
+        "tenant",
+        "connector",
+        "kind",
+        "state",
+        "last success",
+        "objects",
+        "addresses",
+        "held deletions",
+        "last error",
     )
     for i in items:
+        last = (
+            i["last_success_at"].isoformat(timespec="seconds") if i["last_success_at"] else "never"
+        )
         table.add_row(
             i["tenant"],
             i["name"],
             i["kind"],
             i["state"],
-            i["last_success_at"] or "never",
+            last,
             str(i["objects"]),
             str(i["addresses"]),
+            str(i["held_deletions"]),
             i["last_error"] or "",
         )
-    if not items:
-        out.print("no connectors yet: add a domain and users, or configure a directory source")
-    else:
-        out.print(table)
+    out.print(table)
+
+
+@cli.command()
+def sync(
+    connector: Annotated[
+        str | None, typer.Option("--connector", help="name or id; default: every directory")
+    ] = None,
+    full: Annotated[bool, typer.Option("--full", help="full round (and sweep)")] = False,
+) -> None:
+    """Run a sync round now, straight on the database; exits non-zero on failure."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from app.connectors.guard import GuardSettings
+    from app.connectors.registry import build_source, ensure_env_connectors
+    from app.connectors.runner import CycleReport, RunnerOptions, run_cycle
+    from app.db.engine import create_engine, create_sessionmaker
+
+    async def work(settings: Settings) -> list[tuple[str, CycleReport]]:
+        engine = create_engine(settings.database_url)
+        sessionmaker = create_sessionmaker(engine)
+        try:
+            async with sessionmaker.begin() as session:
+                rows = await ensure_env_connectors(session, settings)
+            if connector is not None:
+                rows = [r for r in rows if connector in (r.name, r.id)]
+                if not rows:
+                    raise RosterError(
+                        f"no configured directory connector {connector!r} "
+                        "(set ROSTER_GRAPH__* or ROSTER_LDAP__*)"
+                    )
+            if not rows:
+                raise RosterError("no directory configured: set ROSTER_GRAPH__* or ROSTER_LDAP__*")
+            options = RunnerOptions(
+                guard=GuardSettings(settings.delete_threshold, settings.delete_threshold_percent)
+            )
+            results = []
+            with Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                TimeElapsedColumn(),
+                console=err,
+                disable=not err.is_terminal,
+            ) as progress:
+                for row in rows:
+                    task = progress.add_task(f"{row.name}: starting", total=None)
+
+                    def on_page(
+                        stream: str,
+                        pages: int,
+                        objects: int,
+                        task: Any = task,
+                        name: str = row.name,
+                    ) -> None:
+                        progress.update(
+                            task, description=f"{name}: {stream} page {pages}, {objects} objects"
+                        )
+
+                    report = await run_cycle(
+                        sessionmaker,
+                        row.id,
+                        build_source(settings, row),
+                        full=full,
+                        options=options,
+                        on_page=on_page,
+                    )
+                    results.append((row.name, report))
+            return results
+        finally:
+            await engine.dispose()
+
+    results = _run(work)
+    failed = False
+    for name, report in results:
+        if report.ok:
+            held = (
+                " (deletions held: run roster approve-deletions)" if report.held_deletions else ""
+            )
+            out.print(f"{name}: ok, {report.pages} pages, {report.objects} objects{held}")
+        else:
+            failed = True
+            err.print(f"[red]{name}: failed:[/red] {report.error}", highlight=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+@cli.command("approve-deletions")
+def approve_deletions_command(
+    connector: Annotated[str, typer.Argument(help="connector name or id")],
+) -> None:
+    """Apply the deletions the mass-deletion guard is holding for a connector."""
+    from app.connectors.runner import approve_deletions
+    from app.connectors.status import find
+    from app.db.engine import create_engine, create_sessionmaker
+    from app.errors import NotFound
+
+    async def work(settings: Settings) -> int:
+        engine = create_engine(settings.database_url)
+        sessionmaker = create_sessionmaker(engine)
+        try:
+            async with sessionmaker() as session:
+                row = await find(session, connector)
+            if row is None:
+                raise NotFound(f"no connector {connector!r}")
+            return await approve_deletions(sessionmaker, row.id)
+        finally:
+            await engine.dispose()
+
+    out.print(f"applied {_run(work)} held deletions")

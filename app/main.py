@@ -18,7 +18,7 @@ from app import __version__
 from app.api.errors import install_error_handlers
 from app.api.limits import BodySizeLimit
 from app.api.lookup_http import LookupFastPath
-from app.api.routes import changes, domains, groups, health, lookup, users
+from app.api.routes import changes, connectors, domains, groups, health, lookup, users
 from app.apikeys import KeyCache
 from app.db.engine import create_engine, create_sessionmaker
 from app.directory.index_sync import IndexSync
@@ -54,6 +54,8 @@ def create_app(settings: Settings) -> FastAPI:
             logger.error("initial index load failed, lookups defer: error=%s", exc)
         poller = asyncio.create_task(index_sync.run(), name="index-sync")
         app.state.tasks = [poller]
+        if settings.run_connectors:
+            app.state.tasks += await start_connector_workers(app, settings)
         try:
             yield
         finally:
@@ -75,10 +77,39 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.index = index
     app.state.index_sync = index_sync
     app.state.keys = keys
+    app.state.workers = {}
     install_error_handlers(app)
-    for module in (lookup, users, groups, domains, changes, health):
+    for module in (lookup, users, groups, domains, changes, connectors, health):
         app.include_router(module.router)
     return app
+
+
+async def start_connector_workers(app: FastAPI, settings: Settings) -> list[asyncio.Task[None]]:
+    """One worker per directory configured in the environment (ROSTER_GRAPH__*, ROSTER_LDAP__*)."""
+    from app.connectors.guard import GuardSettings
+    from app.connectors.registry import build_source, ensure_env_connectors, poll_interval
+    from app.connectors.runner import RunnerOptions
+    from app.connectors.worker import ConnectorWorker
+
+    async with app.state.sessionmaker.begin() as session:
+        rows = await ensure_env_connectors(session, settings)
+    options = RunnerOptions(
+        guard=GuardSettings(settings.delete_threshold, settings.delete_threshold_percent)
+    )
+    tasks = []
+    for row in rows:
+        worker = ConnectorWorker(
+            app.state.sessionmaker,
+            row.id,
+            build_source(settings, row),
+            interval=poll_interval(settings, row),
+            options=options,
+            after_commit=app.state.index_sync.refresh_after_write,
+        )
+        app.state.workers[row.id] = worker
+        tasks.append(asyncio.create_task(worker.run(), name=f"connector-{row.name}"))
+        logger.info("connector worker started: connector=%s kind=%s", row.name, row.kind)
+    return tasks
 
 
 def create_asgi(settings: Settings) -> Any:

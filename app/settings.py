@@ -92,6 +92,7 @@ class Settings(BaseSettings):
     max_import_bytes: int = 50 * 1_048_576
     trusted_networks: Annotated[list[str], NoDecode] = []
     learn_min_count: int = 1
+    run_connectors: bool = True  # `roster serve` runs the configured directories' sync
     graph: GraphSettings | None = None
     ldap: LdapSettings | None = None
 

@@ -31,7 +31,11 @@ class GuardSettings:
 
 
 async def hold(
-    session: AsyncSession, connector_id: str, external_ids: Sequence[str], *, reason: str,
+    session: AsyncSession,
+    connector_id: str,
+    external_ids: Sequence[str],
+    *,
+    reason: str,
     now: datetime,
 ) -> None:
     await insert_ignore(
@@ -44,7 +48,9 @@ async def hold(
     )
 
 
-async def release_seen(session: AsyncSession, connector_id: str, external_ids: Sequence[str]) -> None:
+async def release_seen(
+    session: AsyncSession, connector_id: str, external_ids: Sequence[str]
+) -> None:
     """An object that shows up again is no longer to be deleted."""
     for start in range(0, len(external_ids), 500):
         await session.execute(
@@ -83,7 +89,9 @@ async def settle(
     if not approved and _over_threshold(len(pending), await _live(session, connector.id), settings):
         logger.warning(
             "deletion guard holds deletions: connector=%s pending=%d threshold=%d",
-            connector.id, len(pending), settings.threshold,
+            connector.id,
+            len(pending),
+            settings.threshold,
         )
         return True
     await service.apply(session, ChangeSet(deletes=pending), connector=connector, now=now)
@@ -96,7 +104,11 @@ async def settle(
 def _over_threshold(count: int, live: int, settings: GuardSettings) -> bool:
     if settings.threshold > 0 and count > settings.threshold:
         return True
-    return settings.threshold_percent > 0 and live > 0 and count * 100 > settings.threshold_percent * live
+    return (
+        settings.threshold_percent > 0
+        and live > 0
+        and count * 100 > settings.threshold_percent * live
+    )
 
 
 async def _live(session: AsyncSession, connector_id: str) -> int:

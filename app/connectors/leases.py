@@ -24,7 +24,11 @@ def owner_id() -> str:
 
 
 async def claim(
-    session: AsyncSession, connector_id: str, owner: str, *, now: datetime,
+    session: AsyncSession,
+    connector_id: str,
+    owner: str,
+    *,
+    now: datetime,
     period: timedelta = LEASE_PERIOD,
 ) -> bool:
     result = await session.execute(

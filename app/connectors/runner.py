@@ -84,7 +84,14 @@ async def run_cycle(
     try:
         for stream in source.streams:
             await _run_stream(
-                sessionmaker, connector_id, source, stream, full, options, report, on_page,
+                sessionmaker,
+                connector_id,
+                source,
+                stream,
+                full,
+                options,
+                report,
+                on_page,
                 after_commit,
             )
     except (PermanentSourceError, TemporarySourceError, Exception) as exc:
@@ -126,7 +133,9 @@ async def _run_stream(
                 raise
             logger.warning(
                 "resume point lost, starting a full round: connector=%s stream=%s reason=%s",
-                connector_id, stream, exc,
+                connector_id,
+                stream,
+                exc,
             )
             async with sessionmaker.begin() as session:
                 await cursors.clear(session, connector_id, stream)
@@ -138,7 +147,10 @@ async def _run_stream(
             delay = _backoff(failures, exc.delay, options)
             logger.warning(
                 "temporary source error, retrying: connector=%s stream=%s delay=%.1fs error=%s",
-                connector_id, stream, delay, redact(str(exc)),
+                connector_id,
+                stream,
+                delay,
+                redact(str(exc)),
             )
             await options.sleep(delay)  # then resume from the stored cursor
 
@@ -171,7 +183,9 @@ async def _run_round(
     else:
         round_id, resume = stored.round_id, stored.value
     logger.info(
-        "round started: connector=%s stream=%s mode=%s", connector_id, stream,
+        "round started: connector=%s stream=%s mode=%s",
+        connector_id,
+        stream,
         "full" if round_id else "incremental",
     )
     pages = 0
@@ -185,9 +199,15 @@ async def _run_round(
             report.pages += 1
             report.objects += len(page.changes.upserts) + len(page.changes.deletes)
             await _set_progress(
-                session, connector_id,
-                {"running": True, "stream": stream, "pages": report.pages,
-                 "objects": report.objects, "full": round_id is not None},
+                session,
+                connector_id,
+                {
+                    "running": True,
+                    "stream": stream,
+                    "pages": report.pages,
+                    "objects": report.objects,
+                    "full": round_id is not None,
+                },
                 options,
             )
         if on_page is not None:
@@ -216,8 +236,10 @@ async def _apply_page(
     if changes.deletes:
         await guard.hold(session, ref.id, changes.deletes, reason="removed", now=now)
     held = ChangeSet(
-        upserts=changes.upserts, member_adds=changes.member_adds,
-        member_removes=changes.member_removes, member_sets=changes.member_sets,
+        upserts=changes.upserts,
+        member_adds=changes.member_adds,
+        member_removes=changes.member_removes,
+        member_sets=changes.member_sets,
     )
     await service.apply(session, held, connector=ref, round_id=round_id, stream=stream, now=now)
     if page.domains is not None:
@@ -227,7 +249,9 @@ async def _apply_page(
             missing = await guard.sweep_candidates(session, ref.id, stream, round_id)
             if missing:
                 logger.info(
-                    "full round sweep: connector=%s stream=%s unseen=%d", ref.id, stream,
+                    "full round sweep: connector=%s stream=%s unseen=%d",
+                    ref.id,
+                    stream,
                     len(missing),
                 )
                 await guard.hold(session, ref.id, missing, reason="sweep", now=now)
@@ -298,7 +322,9 @@ async def _finish(
     if report.ok and not connector.first_round_done:
         connector.state = "initial_sync"
     connector.progress = {
-        "running": False, "pages": report.pages, "objects": report.objects,
+        "running": False,
+        "pages": report.pages,
+        "objects": report.objects,
         "finished_at": now.isoformat(),
     }
     connector.updated_at = now
@@ -313,11 +339,12 @@ async def approve_deletions(
         connector = await _connector(session, connector_id)
         count = await guard.pending_count(session, connector_id)
         await guard.settle(
-            session, service.ConnectorRef.of(connector), guard.GuardSettings(), now=clock(),
+            session,
+            service.ConnectorRef.of(connector),
+            guard.GuardSettings(),
+            now=clock(),
             approved=True,
         )
         if connector.state == "needs_approval":
             connector.state = "ready" if connector.first_round_done else "initial_sync"
         return count
-
-

@@ -1,0 +1,50 @@
+"""Which Source runs a connector row: env settings configure the default tenant's directories."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.connectors.base import Source, SourceKind
+from app.directory.models import Connector
+from app.directory.tenants import DEFAULT_TENANT, ensure_connector, ensure_tenant
+from app.errors import PermanentSourceError
+from app.settings import Settings
+
+SYNCED_KINDS = (SourceKind.GRAPH, SourceKind.LDAP)
+
+
+async def ensure_env_connectors(session: AsyncSession, settings: Settings) -> list[Connector]:
+    """Connector rows for the directories configured in the environment (ROSTER_GRAPH__*, ...)."""
+    tenant = await ensure_tenant(session, DEFAULT_TENANT)
+    rows = []
+    if settings.graph is not None:
+        rows.append(await ensure_connector(session, tenant, SourceKind.GRAPH, "graph"))
+    if settings.ldap is not None:
+        rows.append(await ensure_connector(session, tenant, SourceKind.LDAP, "ldap"))
+    return rows
+
+
+def build_source(settings: Settings, connector: Connector) -> Source:
+    kind = SourceKind(connector.kind)
+    if kind is SourceKind.GRAPH and settings.graph is not None:
+        from app.connectors.graph.source import GraphSource
+
+        return GraphSource(settings.graph)
+    if kind is SourceKind.LDAP and settings.ldap is not None:
+        from app.connectors.ldap.source import LdapSource
+
+        return LdapSource(settings.ldap)
+    raise PermanentSourceError(
+        f"connector {connector.name} ({connector.kind}) has no settings in this process; "
+        f"set ROSTER_{connector.kind.upper()}__* to run it"
+    )
+
+
+def poll_interval(settings: Settings, connector: Connector) -> float:
+    """Seconds between scheduled rounds; never more than a day (Graph delta tokens last 7 days)."""
+    day = 86_400.0
+    if connector.kind == SourceKind.GRAPH.value and settings.graph is not None:
+        return min(settings.graph.poll_interval.total_seconds(), day)
+    if connector.kind == SourceKind.LDAP.value and settings.ldap is not None:
+        return min(settings.ldap.poll_interval.total_seconds(), day)
+    return day

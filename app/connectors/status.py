@@ -1,0 +1,57 @@
+"""Connector status as operators see it (`GET /v1/connectors`, `roster status`). Never a secret."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.connectors import guard
+from app.directory.models import Connector, Tenant
+from app.directory.tenants import count_addresses
+
+
+async def describe(session: AsyncSession, connector: Connector, tenant: str) -> dict[str, Any]:
+    objects, addresses = await count_addresses(session, connector.id)
+    lag = None
+    if connector.last_success_at is not None:
+        last = connector.last_success_at
+        if last.tzinfo is None:  # SQLite returns naive datetimes; they are stored as UTC
+            last = last.replace(tzinfo=UTC)
+        lag = max(0.0, (datetime.now(UTC) - last).total_seconds())
+    return {
+        "id": connector.id,
+        "tenant": tenant,
+        "name": connector.name,
+        "kind": connector.kind,
+        "state": connector.state,
+        "first_round_done": connector.first_round_done,
+        "last_success_at": connector.last_success_at,
+        "lag_seconds": lag,
+        "last_error": connector.last_error,
+        "last_error_at": connector.last_error_at,
+        "objects": objects,
+        "addresses": addresses,
+        "held_deletions": await guard.pending_count(session, connector.id),
+        "progress": connector.progress or {},
+    }
+
+
+async def list_status(session: AsyncSession) -> list[dict[str, Any]]:
+    rows = await session.execute(
+        select(Connector, Tenant.name)
+        .join(Tenant, Tenant.id == Connector.tenant_id)
+        .order_by(Tenant.name, Connector.name)
+    )
+    return [await describe(session, connector, tenant) for connector, tenant in rows]
+
+
+async def find(session: AsyncSession, id_or_name: str) -> Connector | None:
+    """By id, or by name when the name is unique across tenants."""
+    connector = await session.get(Connector, id_or_name)
+    if connector is not None:
+        return connector
+    found = list(await session.scalars(select(Connector).where(Connector.name == id_or_name)))
+    return found[0] if len(found) == 1 else None

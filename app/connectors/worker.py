@@ -1,0 +1,124 @@
+"""Run synced connectors inside `roster serve`: on schedule, on request, one cycle at a time.
+
+A request can come from this process (`trigger`, e.g. the webhook inbox) or from any replica
+through the connector row (`sync_requested_at`, set by `POST /v1/connectors/{id}/sync`); the
+lease in the runner makes sure only one replica works a connector at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.connectors.base import Source
+from app.connectors.runner import ConnectorBusy, RunnerOptions, run_cycle
+from app.directory.models import Connector
+
+logger = logging.getLogger(__name__)
+
+REQUEST_POLL = 1.0  # seconds between checks for sync requests made through the database
+RETRY_FLOOR = 30.0
+
+
+class ConnectorWorker:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        connector_id: str,
+        source: Source,
+        *,
+        interval: float,
+        options: RunnerOptions | None = None,
+        after_commit: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.connector_id = connector_id
+        self.source = source
+        self.interval = interval
+        self.options = options or RunnerOptions()
+        self.after_commit = after_commit
+        self._wake = asyncio.Event()
+        self._full = False
+        self.cycles = 0
+
+    def trigger(self, *, full: bool = False) -> None:
+        """Ask for a cycle soon; requests made while one runs coalesce into one more cycle."""
+        self._full = self._full or full
+        self._wake.set()
+
+    async def run(self) -> None:
+        delay = 0.0  # first cycle at once
+        failures = 0
+        while True:
+            await self._wait(delay)
+            full, self._full = self._full, False
+            try:
+                report = await run_cycle(
+                    self.sessionmaker,
+                    self.connector_id,
+                    self.source,
+                    full=full,
+                    options=self.options,
+                    after_commit=self.after_commit,
+                )
+            except ConnectorBusy as exc:
+                logger.info("connector busy elsewhere: %s", exc)
+                delay = REQUEST_POLL * 30
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("connector worker error: connector=%s", self.connector_id)
+                report = None
+            self.cycles += 1
+            if report is not None and report.ok:
+                failures, delay = 0, self.interval
+            else:
+                failures += 1
+                delay = min(self.interval, RETRY_FLOOR * 2 ** min(failures - 1, 6))
+
+    async def _wait(self, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + delay
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0 or self._wake.is_set():
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=min(remaining, REQUEST_POLL))
+            if await self._take_request():
+                break
+        self._wake.clear()
+
+    async def _take_request(self) -> bool:
+        """Claim a sync request stored on the connector row by any replica's API."""
+        try:
+            async with self.sessionmaker.begin() as session:
+                row = await session.get(Connector, self.connector_id)
+                if row is None or row.sync_requested_at is None:
+                    return False
+                self._full = self._full or row.full_sync_requested
+                await session.execute(
+                    update(Connector)
+                    .where(Connector.id == self.connector_id)
+                    .values(sync_requested_at=None, full_sync_requested=False)
+                )
+                return True
+        except Exception as exc:
+            logger.warning("cannot read sync requests: error=%s", type(exc).__name__)
+            return False
+
+
+async def request_sync(
+    session: AsyncSession, connector_id: str, *, full: bool, now: datetime | None = None
+) -> None:
+    values: dict[str, object] = {"sync_requested_at": now or datetime.now(UTC)}
+    if full:  # a later plain request must not cancel a pending full one
+        values["full_sync_requested"] = True
+    await session.execute(update(Connector).where(Connector.id == connector_id).values(**values))
