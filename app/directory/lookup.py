@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from app.directory.addresses import normalize, normalize_domain, subaddress_base
 from app.directory.verdicts import LookupResult, Reason, Verdict
@@ -31,15 +32,31 @@ class TenantState:
         self.healthy = True
 
 
+class Profile(NamedTuple):
+    kind: str
+    source: str
+    enabled: bool
+
+
+# Shared instances: a handful of (kind, source, enabled) combinations serve every recipient.
+_PROFILES: dict[tuple[str, str, bool], Profile] = {}
+_DOMAIN_SETS: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def _shared(table: dict[Any, Any], value: Any) -> Any:
+    return table.setdefault(value, value) if len(table) < 100_000 else value
+
+
 class Entry:
     """One live recipient, shared by all of its address keys.
 
     Kept small because there is one per recipient (the index budget is 200 B per address): the
-    id is stored as 16 UUID bytes, addresses as a flat (local, domain, local, domain, ...) tuple
-    with interned domains, and the primary as an index into it.
+    id is stored as 16 UUID bytes, the local parts as a tuple, their domains as a tuple shared by
+    every recipient with the same domains, kind/source/enabled as a shared Profile, and the
+    primary as an index.
     """
 
-    __slots__ = ("_primary", "addresses", "enabled", "kind", "rid", "source", "tenant")
+    __slots__ = ("_primary", "domains", "locals", "profile", "rid", "tenant")
 
     def __init__(
         self,
@@ -51,20 +68,23 @@ class Entry:
         source: str,
         addresses: Iterable[str],
     ) -> None:
-        flat: list[str] = []
+        locals_: list[str] = []
+        domains: list[str] = []
         primary_at = 0
         for position, address in enumerate(addresses):
             local, _, domain = address.rpartition("@")
-            flat += (local, sys.intern(domain))
+            locals_.append(local)
+            domains.append(sys.intern(domain))
             if address == primary:
                 primary_at = position
         self.rid = rid_key(recipient_id)
         self.tenant = tenant
         self._primary = primary_at
-        self.kind = sys.intern(kind)
-        self.enabled = enabled
-        self.source = sys.intern(source)
-        self.addresses = tuple(flat)
+        self.profile: Profile = _shared(
+            _PROFILES, Profile(sys.intern(kind), sys.intern(source), enabled)
+        )
+        self.locals = tuple(locals_)
+        self.domains: tuple[str, ...] = _shared(_DOMAIN_SETS, tuple(domains))
 
     @property
     def recipient_id(self) -> str:
@@ -73,13 +93,22 @@ class Entry:
 
     @property
     def primary(self) -> str:
-        at = 2 * self._primary
-        return f"{self.addresses[at]}@{self.addresses[at + 1]}"
+        return f"{self.locals[self._primary]}@{self.domains[self._primary]}"
+
+    @property
+    def kind(self) -> str:
+        return self.profile.kind
+
+    @property
+    def source(self) -> str:
+        return self.profile.source
+
+    @property
+    def enabled(self) -> bool:
+        return self.profile.enabled
 
     def pairs(self) -> Iterator[tuple[str, str]]:
-        flat = self.addresses
-        for at in range(0, len(flat), 2):
-            yield flat[at], flat[at + 1]
+        return zip(self.locals, self.domains, strict=True)
 
 
 def rid_key(recipient_id: str) -> bytes | str:
@@ -165,11 +194,10 @@ class LookupIndex:
         if entry.rid in self.by_recipient:
             self.remove(entry.rid)
         kept = False
-        flat, domains, tables, tenant = entry.addresses, self.domains, self.tables, entry.tenant
-        for at in range(0, len(flat), 2):
-            domain = flat[at + 1]
+        domains, tables, tenant = self.domains, self.tables, entry.tenant
+        for local, domain in zip(entry.locals, entry.domains, strict=True):
             if domains.get(domain) is tenant:
-                tables[domain][flat[at]] = entry
+                tables[domain][local] = entry
                 kept = True
         if kept:
             self.by_recipient[entry.rid] = entry
