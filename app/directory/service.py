@@ -126,7 +126,10 @@ async def apply(
             session, prepared, connector, round_id, stream, now, result
         )
     if changes.deletes:
-        deleted = await _delete_recipients(session, changes.deletes, connector, now, result)
+        deleted, gainers = await _delete_recipients(
+            session, changes.deletes, connector, now, result
+        )
+        upserted += gainers
     await _apply_memberships(session, changes, connector, result)
     for action, ids in (("upsert", upserted), ("delete", deleted)):
         if ids:
@@ -235,6 +238,12 @@ async def _assign_addresses(
     """
     tenant_id = connector.tenant_id
     ids = list(changed)
+    for chunk in _chunks(ids):  # their claims are decided afresh below
+        await session.execute(
+            delete(AddressConflict)
+            .where(AddressConflict.claimant_id.in_(chunk))
+            .execution_options(synchronize_session=False)
+        )
     current: dict[str, dict[str, bool]] = {rid: {} for rid in ids}
     for chunk in _chunks(ids):
         rows = await session.execute(
@@ -328,7 +337,81 @@ async def _assign_addresses(
         )
     if conflicts:
         await _record_conflicts(session, tenant_id, conflicts, now)
-    return sorted(losers - set(changed))
+    freed = {address for _, address in removes} - {row["address"] for row in inserts}
+    gainers = await _hand_over(session, tenant_id, freed, now=now)
+    return sorted((losers | set(gainers)) - set(changed))
+
+
+async def _hand_over(
+    session: AsyncSession, tenant_id: str, freed: set[str], *, now: datetime
+) -> list[str]:
+    """Give freed addresses to the recipients whose claims on them lost earlier.
+
+    Graph sees brief conflicts while an alias moves between objects (the new owner's page can
+    come before the old owner's); when the old owner lets go, the waiting claim is granted.
+    Authoritative claimants come first, then the oldest claim.
+    """
+    if not freed:
+        return []
+    claims: dict[str, list[tuple[bool, int, str]]] = {}
+    for chunk in _chunks(sorted(freed)):
+        rows = await session.execute(
+            select(
+                AddressConflict.address,
+                AddressConflict.id,
+                AddressConflict.claimant_id,
+                Recipient.source,
+            )
+            .join(Recipient, Recipient.id == AddressConflict.claimant_id)
+            .where(
+                AddressConflict.tenant_id == tenant_id,
+                AddressConflict.address.in_(chunk),
+                Recipient.deleted_at.is_(None),
+            )
+        )
+        for address, conflict_id, claimant, source in rows:
+            authoritative = SourceKind(source).is_authoritative
+            claims.setdefault(address, []).append((not authoritative, conflict_id, claimant))
+    if not claims:
+        return []
+    winners = {address: min(options)[2] for address, options in claims.items()}
+    with_primary = set(
+        await session.scalars(
+            select(Address.recipient_id).where(
+                Address.recipient_id.in_(set(winners.values())), Address.is_primary.is_(True)
+            )
+        )
+    )
+    for address, claimant in sorted(winners.items()):
+        session.add(
+            Address(
+                tenant_id=tenant_id,
+                address=address,
+                recipient_id=claimant,
+                is_primary=claimant not in with_primary,
+            )
+        )
+        with_primary.add(claimant)
+        await session.execute(
+            delete(AddressConflict)
+            .where(
+                AddressConflict.tenant_id == tenant_id,
+                AddressConflict.address == address,
+                AddressConflict.claimant_id == claimant,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        await session.execute(  # remaining claimants now lose to the new owner
+            update(AddressConflict)
+            .where(AddressConflict.tenant_id == tenant_id, AddressConflict.address == address)
+            .values(owner_id=claimant)
+            .execution_options(synchronize_session=False)
+        )
+        logger.info(
+            "address handed to waiting claimant: address=%s recipient=%s", address, claimant
+        )
+    await session.flush()
+    return sorted(set(winners.values()))
 
 
 def _is_strict_claim(connector: ConnectorRef) -> bool:
@@ -375,7 +458,7 @@ async def _delete_recipients(
     connector: ConnectorRef,
     now: datetime,
     result: ApplyResult,
-) -> list[str]:
+) -> tuple[list[str], list[str]]:
     ids: list[str] = []
     for chunk in _chunks(external_ids):
         rows = await session.scalars(
@@ -386,16 +469,26 @@ async def _delete_recipients(
             )
         )
         ids += list(rows)
-    await soft_delete(session, ids, now=now)
+    gainers = await soft_delete(session, ids, now=now)
     result.deleted += len(ids)
-    return ids
+    return ids, gainers
 
 
 async def soft_delete(
     session: AsyncSession, recipient_ids: Sequence[str], *, now: datetime
-) -> None:
-    """Take recipients out of the recipient set; the row stays (deleted_at) for audit/restore."""
+) -> list[str]:
+    """Take recipients out of the recipient set; the row stays (deleted_at) for audit/restore.
+
+    Returns the recipients that received a freed address (their index entries change too).
+    """
+    gainers: list[str] = []
     for chunk in _chunks(list(recipient_ids)):
+        freed: dict[str, set[str]] = {}
+        rows = await session.execute(
+            select(Address.tenant_id, Address.address).where(Address.recipient_id.in_(chunk))
+        )
+        for tenant_id, address in rows:
+            freed.setdefault(tenant_id, set()).add(address)
         await session.execute(
             delete(Address)
             .where(Address.recipient_id.in_(chunk))
@@ -417,6 +510,9 @@ async def soft_delete(
             .values(deleted_at=now, source_hash="")
             .execution_options(synchronize_session=False)
         )
+        for tenant_id, addresses in freed.items():
+            gainers += await _hand_over(session, tenant_id, addresses, now=now)
+    return sorted(set(gainers) - set(recipient_ids))
 
 
 async def _apply_memberships(

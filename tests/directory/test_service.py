@@ -178,3 +178,37 @@ async def test_malformed_source_addresses_are_skipped_and_counted(session: Async
     )
     assert result.skipped_addresses == 1
     assert await addresses_of(session, result.recipient_ids["g1"]) == {"ok@contoso.com": True}
+
+
+async def test_an_alias_moving_between_objects_across_pages_reaches_its_new_owner(
+    session: AsyncSession,
+) -> None:
+    graph = await make_connector(session, SourceKind.GRAPH)
+    a = await make_recipient(session, graph, external_id="a", addresses=["a@contoso.com", "x@contoso.com"])
+    # The new owner's page comes first: its claim waits as a conflict.
+    b = await make_recipient(session, graph, external_id="b", addresses=["b@contoso.com", "x@contoso.com"])
+    assert "x@contoso.com" not in await addresses_of(session, b)
+    # The old owner lets go on a later page: the waiting claim is granted.
+    await make_recipient(session, graph, external_id="a", addresses=["a@contoso.com"])
+    assert await addresses_of(session, b) == {"b@contoso.com": True, "x@contoso.com": False}
+    assert await addresses_of(session, a) == {"a@contoso.com": True}
+    assert (await session.scalars(select(AddressConflict))).all() == []
+
+
+async def test_a_deleted_directory_object_hands_its_address_back(session: AsyncSession) -> None:
+    sheet = await make_connector(session, SourceKind.SPREADSHEET)
+    graph = await make_connector(session, SourceKind.GRAPH)
+    kept = await make_recipient(session, sheet, external_id="s", addresses=["shared@contoso.com"])
+    await make_recipient(session, graph, external_id="g", addresses=["shared@contoso.com"])
+    assert await addresses_of(session, kept) == {}
+    await service.apply(session, ChangeSet(deletes=["g"]), connector=service.ConnectorRef.of(graph))
+    assert await addresses_of(session, kept) == {"shared@contoso.com": True}
+
+
+async def test_a_claim_withdrawn_by_its_claimant_is_forgotten(session: AsyncSession) -> None:
+    graph = await make_connector(session, SourceKind.GRAPH)
+    await make_recipient(session, graph, external_id="a", addresses=["x@contoso.com"])
+    b = await make_recipient(session, graph, external_id="b", addresses=["b@contoso.com", "x@contoso.com"])
+    await make_recipient(session, graph, external_id="b", addresses=["b@contoso.com"])
+    await make_recipient(session, graph, external_id="a", addresses=["a@contoso.com"])
+    assert await addresses_of(session, b) == {"b@contoso.com": True}
