@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import orjson
@@ -31,6 +32,8 @@ cli.add_typer(db_cli, name="db")
 cli.add_typer(apikey_cli, name="apikey")
 cli.add_typer(users_cli, name="users")
 cli.add_typer(domains_cli, name="domains")
+graph_cli = typer.Typer(help="Microsoft Graph change notifications.", no_args_is_help=True)
+cli.add_typer(graph_cli, name="graph")
 
 out = Console()
 err = Console(stderr=True)
@@ -441,3 +444,182 @@ def approve_deletions_command(
             await engine.dispose()
 
     out.print(f"applied {_run(work)} held deletions")
+
+
+@cli.command()
+def simulator(
+    host: Annotated[str, typer.Option(help="listen address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTPS port")] = 8443,
+    seed: Annotated[int, typer.Option(help="same seed, same tenant")] = 0,
+    users: Annotated[int, typer.Option()] = 200,
+    groups: Annotated[int, typer.Option()] = 30,
+    contacts: Annotated[int, typer.Option()] = 20,
+    memberships: Annotated[int | None, typer.Option(help="default: 4 per user")] = None,
+    page_size: Annotated[int, typer.Option(help="objects per delta page")] = 100,
+    rate_429: Annotated[float, typer.Option(help="share of requests answered 429")] = 0.0,
+    rate_503: Annotated[float, typer.Option(help="share of requests answered 503")] = 0.0,
+    cert_dir: Annotated[str, typer.Option(help="where the TLS CA and key live")] = (
+        ".roster-simulator"
+    ),
+) -> None:
+    """Serve a simulated Microsoft 365 tenant (Graph and token endpoints) over HTTPS."""
+    import contextlib
+    from pathlib import Path
+
+    from app.logging import configure_logging
+    from app.simulator.graph import run
+
+    def announce(info: dict[str, Any]) -> None:
+        out.print(
+            f"Graph simulator: tenant {info['tenant']} with {info['users']} users, "
+            f"{info['groups']} groups, {info['contacts']} contacts, "
+            f"{info['memberships']} memberships; control API {info['control_url']}/state",
+            highlight=False,
+        )
+        out.print("Point Roster at it with:", highlight=False)
+        for name in ("tenant_id", "client_id", "client_secret", "base_url", "authority_host"):
+            sys.stdout.write(f"ROSTER_GRAPH__{name.upper()}={info[name]}\n")
+        sys.stdout.write(f"ROSTER_GRAPH__CA_BUNDLE={info['ca_bundle']}\n")
+        sys.stdout.flush()
+
+    configure_logging("WARNING")
+    with contextlib.suppress(KeyboardInterrupt):
+        run(
+            host, port, seed, users, groups, contacts, memberships,
+            cert_dir=Path(cert_dir), page_size=page_size, rate_429=rate_429,
+            rate_503=rate_503, announce=announce,
+        )  # fmt: skip
+
+
+@cli.command()
+def demo(
+    host: Annotated[str, typer.Option(help="HTTP listen address")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(envvar="ROSTER_DEMO_PORT", help="HTTP port; 0 picks a free one")
+    ] = 8000,
+    database: Annotated[str, typer.Option(help="SQLite file, recreated")] = "roster-demo.db",
+    seed: Annotated[int, typer.Option(help="same seed, same tenant")] = 42,
+    users: Annotated[int, typer.Option()] = 200,
+) -> None:
+    """Serve Roster against the built-in simulated tenant (SQLite), with example lookups."""
+    from pathlib import Path
+
+    from app.demo import DemoOptions, run_demo, stop_quietly
+    from app.logging import configure_logging
+
+    configure_logging("WARNING")
+
+    def echo(line: str) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    options = DemoOptions(host=host, port=port, database=Path(database), seed=seed, users=users)
+    with stop_quietly():
+        try:
+            run_demo(options, echo)
+        except RosterError as exc:
+            _fail(exc.message)
+
+
+@cli.command("import")
+def import_command(
+    file: Annotated[
+        Path | None, typer.Argument(help="the .xlsx or .csv file", dir_okay=False)
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="show the diff, change nothing")] = (
+        False
+    ),
+    mode: Annotated[
+        str, typer.Option("--mode", help="merge (additive) or replace (missing rows removed)")
+    ] = "merge",
+    partial: Annotated[
+        bool,
+        typer.Option(
+            "--partial/--atomic", help="apply the good rows despite bad ones (default: atomic)"
+        ),
+    ] = False,
+    add_domains: Annotated[
+        bool, typer.Option("--add-domains", help="accept the file's domains not yet accepted")
+    ] = False,
+    sheet: Annotated[str | None, typer.Option("--sheet", help="XLSX sheet name")] = None,
+    connector: Annotated[str, typer.Option("--connector", help="spreadsheet connector")] = (
+        "spreadsheet"
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    template: Annotated[
+        Path | None, typer.Option("--template", help="write an example .xlsx or .csv and exit")
+    ] = None,
+) -> None:
+    """Import recipients from a spreadsheet, straight on the database.
+
+    Exit 1 when the file is refused, or has bad rows and --partial is not given.
+    """
+    from app.connectors.spreadsheet.command import run_import_command
+
+    run_import_command(
+        file,
+        dry_run=dry_run,
+        mode=mode,
+        partial=partial,
+        add_domains=add_domains,
+        sheet=sheet,
+        connector=connector,
+        as_json=as_json,
+        template=template,
+        out=out,
+        err=err,
+    )
+
+
+@graph_cli.command("subscriptions")
+def graph_subscriptions(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List the Graph subscriptions Roster keeps (from the database; secrets never shown)."""
+    from app.connectors.graph.subscriptions import list_recorded
+
+    async def work(settings: Settings) -> list[dict[str, Any]]:
+        return await _with_session(settings, list_recorded)
+
+    items = _run(work)
+    if as_json:
+        sys.stdout.write(orjson.dumps(items).decode() + "\n")
+        return
+    if not items:
+        out.print("no Graph subscriptions (set ROSTER_PUBLIC_URL and run roster serve)")
+        return
+    table = Table("id", "resource", "expires", "renewed", "last lifecycle event")
+    for i in items:
+        table.add_row(
+            i["id"], i["resource"], i["expires_at"], i["renewed_at"] or "never",
+            i["last_lifecycle_event"] or "",
+        )  # fmt: skip
+    out.print(table)
+
+
+@graph_cli.command("unsubscribe")
+def graph_unsubscribe(
+    ids: Annotated[list[str] | None, typer.Argument(help="subscription ids (default: all)")] = None,
+) -> None:
+    """Delete Roster's Graph subscriptions at Graph and in the database.
+
+    A running `roster serve` with ROSTER_PUBLIC_URL set creates new ones: stop it, or unset
+    ROSTER_PUBLIC_URL, first.
+    """
+    from app.connectors.graph.subscriptions import subscription_client_factory, unsubscribe
+    from app.db.engine import create_engine, create_sessionmaker
+
+    async def work(settings: Settings) -> list[str]:
+        if settings.graph is None:
+            _fail("ROSTER_GRAPH__TENANT_ID and ROSTER_GRAPH__CLIENT_ID are needed to reach Graph")
+            raise AssertionError  # unreachable
+        engine = create_engine(settings.database_url)
+        try:
+            return await unsubscribe(
+                create_sessionmaker(engine), subscription_client_factory(settings.graph), ids
+            )
+        finally:
+            await engine.dispose()
+
+    removed = _run(work)
+    out.print(f"removed {len(removed)} subscription(s)")
+    for sub_id in removed:
+        out.print(f"  {sub_id}", highlight=False)

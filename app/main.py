@@ -18,11 +18,28 @@ from app import __version__
 from app.api.errors import install_error_handlers
 from app.api.limits import BodySizeLimit
 from app.api.lookup_http import LookupFastPath
-from app.api.routes import changes, connectors, domains, groups, health, lookup, users
+from app.api.metrics import Metrics
+from app.api.openapi import install_openapi
+from app.api.routes import auth as auth_routes
+from app.api.routes import (
+    changes,
+    connectors,
+    domains,
+    graph_notifications,
+    groups,
+    health,
+    learned,
+    lookup,
+    users,
+)
+from app.api.routes import imports as import_routes
+from app.api.routes.graph_notifications import GraphWebhookFastPath
 from app.apikeys import KeyCache
+from app.connectors.graph.subscriptions import build_receiver, start_realtime
 from app.db.engine import create_engine, create_sessionmaker
 from app.directory.index_sync import IndexSync
 from app.directory.lookup import LookupIndex, LookupOptions
+from app.mailproto.listeners import MailListeners
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -56,12 +73,20 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.tasks = [poller]
         if settings.run_connectors:
             app.state.tasks += await start_connector_workers(app, settings)
+            app.state.tasks += await start_realtime(
+                app.state.graph_webhooks, app.state.sessionmaker, settings, app.state.workers
+            )
+        app.state.mail = await MailListeners.start(
+            settings, index, app.state.sessionmaker, index_sync
+        )
         try:
             yield
         finally:
+            await app.state.mail.aclose()
             for task in app.state.tasks:
                 task.cancel()
             await asyncio.gather(*app.state.tasks, return_exceptions=True)
+            await app.state.graph_webhooks.close()
             await engine.dispose()
             await reader.dispose()
 
@@ -78,14 +103,21 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.index_sync = index_sync
     app.state.keys = keys
     app.state.workers = {}
+    app.state.graph_webhooks = build_receiver(app.state.sessionmaker, settings)
+    app.state.metrics = Metrics()
     install_error_handlers(app)
-    for module in (lookup, users, groups, domains, changes, connectors, health):
+    install_openapi(app)
+    for module in (lookup, users, groups, domains, changes, connectors, health, learned):
         app.include_router(module.router)
+    app.include_router(auth_routes.router)
+    app.include_router(import_routes.router)
+    app.include_router(graph_notifications.router)
     return app
 
 
 async def start_connector_workers(app: FastAPI, settings: Settings) -> list[asyncio.Task[None]]:
     """One worker per directory configured in the environment (ROSTER_GRAPH__*, ROSTER_LDAP__*)."""
+    from app.connectors.graph.inbox import InboxAwareSource
     from app.connectors.guard import GuardSettings
     from app.connectors.registry import build_source, ensure_env_connectors, poll_interval
     from app.connectors.runner import RunnerOptions
@@ -98,13 +130,20 @@ async def start_connector_workers(app: FastAPI, settings: Settings) -> list[asyn
     )
     tasks = []
     for row in rows:
+        source = build_source(settings, row)
+        after_commit = app.state.index_sync.refresh_after_write
+        if row.kind == "graph":  # its rounds mark the webhook inbox rows they cover
+            inbox_aware = InboxAwareSource(
+                source, app.state.sessionmaker, row.id, after_commit=after_commit
+            )
+            source, after_commit = inbox_aware, inbox_aware.after_commit
         worker = ConnectorWorker(
             app.state.sessionmaker,
             row.id,
-            build_source(settings, row),
+            source,
             interval=poll_interval(settings, row),
             options=options,
-            after_commit=app.state.index_sync.refresh_after_write,
+            after_commit=after_commit,
         )
         app.state.workers[row.id] = worker
         tasks.append(asyncio.create_task(worker.run(), name=f"connector-{row.name}"))
@@ -116,5 +155,13 @@ def create_asgi(settings: Settings) -> Any:
     """The app as `roster serve` runs it: lookup fast path, body limit, then FastAPI."""
     app = create_app(settings)
     return LookupFastPath(
-        BodySizeLimit(app, max_bytes=settings.max_body_bytes), app.state.index, app.state.keys
+        BodySizeLimit(
+            GraphWebhookFastPath(app, app.state.graph_webhooks, max_bytes=settings.max_body_bytes),
+            max_bytes=settings.max_body_bytes,
+            # multipart framing on top of the file; the route checks the file itself
+            routes={"/v1/imports": settings.max_import_bytes + 65_536},
+        ),
+        app.state.index,
+        app.state.keys,
+        app.state.metrics,
     )

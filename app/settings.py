@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./roster.db"
+
+
+def _seconds_or_iso(value: Any) -> Any:
+    """Durations are seconds (`900`, `0.5`) or ISO 8601 (`PT15M`); env values arrive as text."""
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*", value):
+        return timedelta(seconds=float(value))
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_seconds_or_iso)]
 
 
 class GraphSettings(BaseModel):
@@ -19,7 +30,18 @@ class GraphSettings(BaseModel):
     base_url: str = "https://graph.microsoft.com/v1.0"
     authority_host: str = "https://login.microsoftonline.com"
     ca_bundle: str | None = None
-    poll_interval: timedelta = timedelta(minutes=15)
+    poll_interval: Duration = timedelta(minutes=15)
+    # Delta streams to mirror; `contacts` needs OrgContact.Read.All (ROSTER_GRAPH__STREAMS).
+    streams: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["users", "groups", "contacts"]
+    )
+
+    @field_validator("streams", mode="before")
+    @classmethod
+    def _split_streams(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part for part in value.replace(",", " ").split() if part]
+        return value
 
 
 class LdapSettings(BaseModel):
@@ -47,13 +69,23 @@ class LdapSettings(BaseModel):
     receive_timeout: int = 60  # ldap3 packs it into SO_RCVTIMEO: whole seconds
     page_size: int = 500
     range_size: int = 1500
-    poll_interval: timedelta = timedelta(minutes=15)
+    poll_interval: Duration = timedelta(minutes=15)
+    # AD keeps no list of mail domains (without the Exchange schema): ROSTER_LDAP__DOMAINS names
+    # them (comma-separated) and this connector then owns exactly those accepted domains.
+    domains: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Without rights on CN=Deleted Objects, deletions are only found by full rounds with a sweep.
-    full_round_interval: timedelta = timedelta(hours=6)
+    full_round_interval: Duration = timedelta(hours=6)
 
     @field_validator("urls", mode="before")
     @classmethod
     def _split_urls(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part for part in value.replace(",", " ").split() if part]
+        return value
+
+    @field_validator("domains", mode="before")
+    @classmethod
+    def _split_domains(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part for part in value.replace(",", " ").split() if part]
         return value
@@ -83,7 +115,7 @@ class Settings(BaseSettings):
     tcp_table_listen: str | None = None
     policy_listen: str | None = None
     recipient_delimiter: str = "+"
-    max_staleness: timedelta = timedelta(hours=24)
+    max_staleness: Duration = timedelta(hours=24)
     reject_disabled: bool = False
     delete_threshold: int = 500
     delete_threshold_percent: float = 0.0

@@ -29,8 +29,8 @@ def generate_sqlite(path: Path, users: int) -> None:
             )
         db.execute(
             "INSERT INTO connectors (id, tenant_id, name, kind, settings, state, first_round_done,"
-            " last_success_at, progress, updated_at) VALUES (?, ?, 'manual', 'manual', '{}',"
-            " 'ready', 1, ?, '{}', ?)",
+            " full_sync_requested, last_success_at, progress, updated_at) VALUES (?, ?, 'manual',"
+            " 'manual', '{}', 'ready', 1, 0, ?, '{}', ?)",
             (connector, tenant, now, now),
         )
         recipients = []
@@ -38,7 +38,21 @@ def generate_sqlite(path: Path, users: int) -> None:
         for i in range(1, users + 1):
             rid = str(uuid.uuid4())
             recipients.append(
-                (rid, tenant, connector, "manual", rid, "user", f"User {i}", 1, "{}", "x", now, now)
+                (
+                    rid,
+                    tenant,
+                    connector,
+                    "manual",
+                    "",
+                    rid,
+                    "user",
+                    f"User {i}",
+                    1,
+                    "{}",
+                    "x",
+                    now,
+                    now,
+                )
             )
             addresses += [
                 (tenant, f"first{i}.last{i}@contoso.com", rid, 1),
@@ -46,9 +60,9 @@ def generate_sqlite(path: Path, users: int) -> None:
                 (tenant, f"alias{i}@fabrikam.com", rid, 0),
             ]
         db.executemany(
-            "INSERT INTO recipients (id, tenant_id, connector_id, source, external_id, kind,"
-            " display_name, enabled, attributes, source_hash, first_seen_at, last_seen_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO recipients (id, tenant_id, connector_id, source, stream, external_id,"
+            " kind, display_name, enabled, attributes, source_hash, first_seen_at, last_seen_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             recipients,
         )
         db.executemany(

@@ -26,13 +26,28 @@ from app.db.migrate import upgrade
 from app.main import create_app, create_asgi
 from app.settings import Settings
 
+# The Samba AD DC fixture (`samba_dc`), shared by the LDAP connector and the auth API tests.
+pytest_plugins = ["tests.connectors.ldap.samba"]
+
 POSTGRES_URL = os.environ.get(
     "ROSTER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 TABLES = [
-    "webhook_inbox", "graph_subscriptions", "imports", "learned_senders", "address_conflicts",
-    "memberships", "addresses", "pending_deletions", "recipients", "cursors", "connectors",
-    "domains", "changes", "api_keys", "tenants",
+    "webhook_inbox",
+    "graph_subscriptions",
+    "imports",
+    "learned_senders",
+    "address_conflicts",
+    "memberships",
+    "addresses",
+    "pending_deletions",
+    "recipients",
+    "cursors",
+    "connectors",
+    "domains",
+    "changes",
+    "api_keys",
+    "tenants",
 ]
 
 

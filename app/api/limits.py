@@ -6,23 +6,30 @@ upload without Content-Length is bounded too.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
 
 class BodySizeLimit:
-    def __init__(self, app: Any, *, max_bytes: int) -> None:
+    """`routes` gives some paths their own limit (spreadsheet uploads: `max_import_bytes`)."""
+
+    def __init__(
+        self, app: Any, *, max_bytes: int, routes: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.routes = dict(routes or {})
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
+        limit = self.routes.get(scope["path"].rstrip("/") or "/", self.max_bytes)
         for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await self._reject(send)
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                await self._reject(send, limit)
                 return
         chunks: list[bytes] = []
         size = 0
@@ -32,8 +39,8 @@ class BodySizeLimit:
                 return  # client went away
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_bytes:
-                await self._reject(send)
+            if size > limit:
+                await self._reject(send, limit)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -50,9 +57,9 @@ class BodySizeLimit:
 
         await self.app(scope, replay, send)
 
-    async def _reject(self, send: Any) -> None:
+    async def _reject(self, send: Any, limit: int) -> None:
         body = orjson.dumps(
-            {"error": "PayloadTooLarge", "detail": f"request body over {self.max_bytes} bytes"}
+            {"error": "PayloadTooLarge", "detail": f"request body over {limit} bytes"}
         )
         await send(
             {

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from app.api.metrics import Metrics
 from app.apikeys import KeyCache, Scope, rank_of
 from app.directory.lookup import LookupIndex
 from app.directory.verdicts import LookupResult, Reason, Verdict
@@ -81,10 +82,11 @@ def _error(status: int, kind: str, detail: str) -> tuple[int, bytes, list[tuple[
 class LookupFastPath:
     """Raw ASGI wrapper: single lookups skip FastAPI, everything else goes to it unchanged."""
 
-    def __init__(self, app: Any, index: LookupIndex, keys: KeyCache) -> None:
+    def __init__(self, app: Any, index: LookupIndex, keys: KeyCache, metrics: Metrics) -> None:
         self.app = app
         self.index = index
         self.keys = keys
+        self.metrics = metrics
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "GET":
@@ -124,4 +126,6 @@ class LookupFastPath:
             rank = rank_of(scopes)
         if rank < LOOKUP_RANK:
             return _error(403, "Forbidden", "this API key lacks the 'lookup' scope")
-        return render(safe_lookup(self.index, address))
+        result = safe_lookup(self.index, address)
+        self.metrics.inc("roster_lookups_total", protocol="http", verdict=result.verdict.value)
+        return render(result)

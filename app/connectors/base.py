@@ -19,7 +19,13 @@ from app.directory.records import (
 )
 
 __all__ = [
-    "ChangeSet", "MemberRef", "Page", "RecipientKind", "RecipientRecord", "Source", "SourceKind",
+    "ChangeSet",
+    "MemberRef",
+    "Page",
+    "RecipientKind",
+    "RecipientRecord",
+    "Source",
+    "SourceKind",
 ]
 
 

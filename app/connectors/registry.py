@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.connectors.base import Source, SourceKind
 from app.directory.models import Connector
-from app.directory.tenants import DEFAULT_TENANT, ensure_connector, ensure_tenant
-from app.errors import PermanentSourceError
+from app.directory.tenants import DEFAULT_TENANT, add_domain, ensure_connector, ensure_tenant
+from app.errors import PermanentSourceError, RosterError
 from app.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 SYNCED_KINDS = (SourceKind.GRAPH, SourceKind.LDAP)
 
@@ -21,6 +25,13 @@ async def ensure_env_connectors(session: AsyncSession, settings: Settings) -> li
         rows.append(await ensure_connector(session, tenant, SourceKind.GRAPH, "graph"))
     if settings.ldap is not None:
         rows.append(await ensure_connector(session, tenant, SourceKind.LDAP, "ldap"))
+        # Configured, not discovered: accept them before the first round, so its lookups defer
+        # (not ready) instead of answering "domain not accepted".
+        for name in settings.ldap.domains:
+            try:
+                await add_domain(session, tenant, name, source=SourceKind.LDAP.value)
+            except RosterError as exc:
+                logger.warning("LDAP domain not added: domain=%s reason=%s", name, exc.message)
     return rows
 
 
@@ -33,7 +44,7 @@ def build_source(settings: Settings, connector: Connector) -> Source:
     if kind is SourceKind.LDAP and settings.ldap is not None:
         from app.connectors.ldap.source import LdapSource
 
-        return LdapSource(settings.ldap)
+        return LdapSource(settings.ldap, domains=settings.ldap.domains or None)
     raise PermanentSourceError(
         f"connector {connector.name} ({connector.kind}) has no settings in this process; "
         f"set ROSTER_{connector.kind.upper()}__* to run it"

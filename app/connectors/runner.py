@@ -8,10 +8,11 @@ only after its final page commits, so a directory that vanishes mid-round never 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.connectors import cursors, guard, leases
 from app.connectors.base import Page, Source
+from app.db.maintenance import analyze, worth_analyzing
 from app.directory import service
 from app.directory.models import Connector, Domain, Tenant
 from app.directory.records import ChangeSet
@@ -189,7 +191,9 @@ async def _run_round(
         "full" if round_id else "incremental",
     )
     pages = 0
-    async for page in source.pages(stream, resume):  # network I/O outside any transaction
+    # The next page is fetched and mapped while this one is written (network and parsing in
+    # this process, the writes in the database's), outside any transaction.
+    async for page in prefetch(source.pages(stream, resume), depth=PREFETCH_PAGES):
         pages += 1
         async with sessionmaker.begin() as session:
             now = options.clock()
@@ -210,6 +214,8 @@ async def _run_round(
                 },
                 options,
             )
+        if worth_analyzing(pages) or (page.final and round_id is not None and pages > 1):
+            await analyze(sessionmaker)
         if on_page is not None:
             on_page(stream, report.pages, report.objects)
         if after_commit is not None:
@@ -217,6 +223,43 @@ async def _run_round(
         if page.final:
             return
     raise TemporarySourceError(f"stream {stream} ended without a final page")
+
+
+PREFETCH_PAGES = 2
+_DONE = object()
+
+
+async def prefetch(pages: AsyncIterator[Page], *, depth: int) -> AsyncIterator[Page]:
+    """Run the page producer up to `depth` pages ahead; its errors surface in order."""
+    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=depth)
+
+    async def produce() -> None:
+        try:
+            async for page in pages:
+                await queue.put(page)
+            await queue.put(_DONE)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # handed to the consumer, raised there
+            await queue.put(exc)
+
+    producer = asyncio.create_task(produce(), name="page-prefetch")
+    try:
+        while True:
+            item = await queue.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        producer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await producer
+        aclose = getattr(pages, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()
 
 
 async def _apply_page(

@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.upsert import bulk_insert
 from app.directory.models import Change
 
 
@@ -25,8 +26,9 @@ async def record_changes(
     so a reader that has seen seq N never later finds a smaller one appear (no missed change)."""
     if session.get_bind().dialect.name == "postgresql":
         await session.execute(text("LOCK TABLE changes IN SHARE ROW EXCLUSIVE MODE"))
-    await session.execute(
-        Change.__table__.insert(),
+    await bulk_insert(
+        session,
+        Change.__table__,
         [
             {
                 "tenant_id": tenant_id,

@@ -9,7 +9,6 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
-    DateTime,
     ForeignKey,
     Index,
     String,
@@ -18,7 +17,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db.base import Base, BigIntId
+from app.db.base import Base, BigIntId, UTCDateTime
 
 
 def new_id() -> str:
@@ -30,7 +29,7 @@ class Tenant(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(100), unique=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class Domain(Base):
@@ -41,7 +40,7 @@ class Domain(Base):
     name: Mapped[str] = mapped_column(String(253), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     source: Mapped[str] = mapped_column(String(20))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class Connector(Base):
@@ -56,15 +55,15 @@ class Connector(Base):
     # initial_sync | ready | error | needs_approval
     state: Mapped[str] = mapped_column(String(20), default="initial_sync")
     first_round_done: Mapped[bool] = mapped_column(Boolean, default=False)
-    last_success_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
-    last_error_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    sync_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    sync_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     full_sync_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     lease_owner: Mapped[str | None] = mapped_column(String(100))
-    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class Cursor(Base):
@@ -78,7 +77,7 @@ class Cursor(Base):
     stream: Mapped[str] = mapped_column(String(50), primary_key=True)
     value: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     round_id: Mapped[str | None] = mapped_column(String(36))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class Recipient(Base):
@@ -98,9 +97,9 @@ class Recipient(Base):
     attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     source_hash: Mapped[str] = mapped_column(String(64))
     round_id: Mapped[str | None] = mapped_column(String(36))
-    first_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Address(Base):
@@ -129,21 +128,22 @@ class AddressConflict(Base):
     address: Mapped[str] = mapped_column(String(254))
     owner_id: Mapped[str] = mapped_column(ForeignKey("recipients.id", ondelete="CASCADE"))
     claimant_id: Mapped[str] = mapped_column(ForeignKey("recipients.id", ondelete="CASCADE"))
-    detected_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    detected_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class Membership(Base):
     """A direct group -> member edge; the member is named by its connector's external id, so an
-    edge may arrive before the member object does (Graph pages come in any order)."""
+    edge may arrive before the member object does (Graph pages come in any order).
+
+    No foreign keys on purpose: a tenant has millions of edges, and PostgreSQL's per-row
+    referential checks doubled the cost of writing them. The service keeps them consistent:
+    a group leaving the recipient set takes its edges with it (service.soft_delete).
+    """
 
     __tablename__ = "memberships"
 
-    group_id: Mapped[str] = mapped_column(
-        ForeignKey("recipients.id", ondelete="CASCADE"), primary_key=True
-    )
-    member_connector_id: Mapped[str] = mapped_column(
-        ForeignKey("connectors.id", ondelete="CASCADE"), primary_key=True
-    )
+    group_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    member_connector_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     member_external_id: Mapped[str] = mapped_column(String(255), primary_key=True)
 
     __table_args__ = (Index("ix_memberships_member", "member_connector_id", "member_external_id"),)
@@ -159,7 +159,7 @@ class PendingDeletion(Base):
     )
     external_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     reason: Mapped[str] = mapped_column(String(20))  # removed | sweep
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class Change(Base):
@@ -173,7 +173,7 @@ class Change(Base):
     action: Mapped[str] = mapped_column(String(20))
     source: Mapped[str] = mapped_column(String(20))
     detail: Mapped[str | None] = mapped_column(String(254))
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class ApiKey(Base):
@@ -186,5 +186,5 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     scopes: Mapped[list[str]] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

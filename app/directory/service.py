@@ -14,10 +14,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, func, select, tuple_, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.upsert import insert_ignore
+from app.db.upsert import bulk_insert, insert_ignore
 from app.directory.addresses import normalize
 from app.directory.changelog import record_changes
 from app.directory.models import (
@@ -204,7 +204,7 @@ async def _upsert_recipients(
         result.recipient_ids[ext] = rid
 
     if inserts:
-        await session.execute(Recipient.__table__.insert(), inserts)
+        await bulk_insert(session, Recipient.__table__, inserts)
     if updates:
         await session.execute(
             update(Recipient).execution_options(synchronize_session=False), updates
@@ -219,7 +219,8 @@ async def _upsert_recipients(
             )
     if not changed:
         return []
-    losers = await _assign_addresses(session, changed, connector, now, result)
+    fresh = frozenset(row["id"] for row in inserts)  # new rows: no addresses, no claims yet
+    losers = await _assign_addresses(session, changed, connector, now, result, fresh=fresh)
     return list(changed) + losers
 
 
@@ -229,6 +230,8 @@ async def _assign_addresses(
     connector: ConnectorRef,
     now: datetime,
     result: ApplyResult,
+    *,
+    fresh: frozenset[str] = frozenset(),
 ) -> list[str]:
     """Give each changed recipient exactly its addresses; settle claims on taken addresses.
 
@@ -238,14 +241,15 @@ async def _assign_addresses(
     """
     tenant_id = connector.tenant_id
     ids = list(changed)
-    for chunk in _chunks(ids):  # their claims are decided afresh below
+    stored = [rid for rid in ids if rid not in fresh]
+    for chunk in _chunks(stored):  # their claims are decided afresh below
         await session.execute(
             delete(AddressConflict)
             .where(AddressConflict.claimant_id.in_(chunk))
             .execution_options(synchronize_session=False)
         )
     current: dict[str, dict[str, bool]] = {rid: {} for rid in ids}
-    for chunk in _chunks(ids):
+    for chunk in _chunks(stored):
         rows = await session.execute(
             select(Address.recipient_id, Address.address, Address.is_primary).where(
                 Address.recipient_id.in_(chunk)
@@ -320,14 +324,16 @@ async def _assign_addresses(
             else:
                 conflicts.append({"address": address, "owner_id": owner_id, "claimant_id": rid})
 
-    for chunk in _chunks(removes):
+    if removes:  # primary-key deletes, executemany (a two-column IN list scans on PostgreSQL)
+        table = Address.__table__
         await session.execute(
-            delete(Address)
-            .where(tuple_(Address.tenant_id, Address.address).in_(chunk))
-            .execution_options(synchronize_session=False)
+            table.delete().where(
+                table.c.tenant_id == bindparam("t"), table.c.address == bindparam("a")
+            ),
+            [{"t": tenant_id, "a": address} for tenant_id, address in dict.fromkeys(removes)],
         )
     if inserts:
-        await session.execute(Address.__table__.insert(), inserts)
+        await bulk_insert(session, Address.__table__, inserts)
     for flip in primary_flips:
         await session.execute(
             update(Address)
@@ -534,52 +540,50 @@ async def _apply_memberships(
         )
         group_ids.update(dict(rows.all()))
 
-    for group_ext, members in changes.member_sets.items():
-        gid = group_ids.get(group_ext)
-        if gid is None:
-            continue
+    replaced = {
+        group_ids[group_ext]: list(dict.fromkeys(members))
+        for group_ext, members in changes.member_sets.items()
+        if group_ext in group_ids
+    }
+    for chunk in _chunks(list(replaced)):
         await session.execute(
             delete(Membership)
-            .where(Membership.group_id == gid)
+            .where(Membership.group_id.in_(chunk))
             .execution_options(synchronize_session=False)
         )
-        rows = [
-            {"group_id": gid, "member_connector_id": connector.id, "member_external_id": m}
-            for m in dict.fromkeys(members)
-        ]
-        if rows:
-            await session.execute(Membership.__table__.insert(), rows)
-
     removes = [
-        (group_ids[r.group_external_id], connector.id, r.member_external_id)
+        {"g": group_ids[r.group_external_id], "c": connector.id, "m": r.member_external_id}
         for r in changes.member_removes
         if r.group_external_id in group_ids
     ]
-    for chunk in _chunks(removes):
+    if removes:  # one primary-key delete per edge (a three-column IN list scans on PostgreSQL)
+        table = Membership.__table__
         await session.execute(
-            delete(Membership)
-            .where(
-                tuple_(
-                    Membership.group_id,
-                    Membership.member_connector_id,
-                    Membership.member_external_id,
-                ).in_(chunk)
-            )
-            .execution_options(synchronize_session=False)
+            table.delete().where(
+                table.c.group_id == bindparam("g"),
+                table.c.member_connector_id == bindparam("c"),
+                table.c.member_external_id == bindparam("m"),
+            ),
+            removes,
         )
-    adds = list(
-        dict.fromkeys(
-            (group_ids[r.group_external_id], connector.id, r.member_external_id)
-            for r in changes.member_adds
-            if r.group_external_id in group_ids
-        )
+    adds = dict.fromkeys(
+        (group_ids[r.group_external_id], connector.id, r.member_external_id)
+        for r in changes.member_adds
+        if r.group_external_id in group_ids
     )
-    for chunk in _chunks(adds):
-        await insert_ignore(
-            session,
-            Membership.__table__,
-            [
-                {"group_id": g, "member_connector_id": c, "member_external_id": m}
-                for g, c, m in chunk
-            ],
-        )
+    # Replaced groups were emptied above, so their edges cannot conflict: a plain bulk insert.
+    fresh = dict.fromkeys((g, connector.id, m) for g, members in replaced.items() for m in members)
+    await bulk_insert(
+        session,
+        Membership.__table__,
+        [{"group_id": g, "member_connector_id": c, "member_external_id": m} for g, c, m in fresh],
+    )
+    await insert_ignore(
+        session,
+        Membership.__table__,
+        [
+            {"group_id": g, "member_connector_id": c, "member_external_id": m}
+            for g, c, m in adds
+            if (g, c, m) not in fresh
+        ],
+    )

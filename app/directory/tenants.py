@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.upsert import insert_ignore
 from app.directory.addresses import normalize_domain
 from app.directory.changelog import record_changes
-from app.directory.models import Address, Connector, Domain, Recipient, Tenant
+from app.directory.models import Address, Connector, Domain, Recipient, Tenant, new_id
 from app.directory.records import SourceKind
 from app.errors import Conflict, NotFound
 
@@ -17,11 +18,17 @@ DEFAULT_TENANT = "default"
 
 
 async def ensure_tenant(session: AsyncSession, name: str = DEFAULT_TENANT) -> Tenant:
+    """Get or create; safe when several replicas start on a fresh database at once (the insert
+    skips an existing name instead of failing on the unique constraint)."""
     tenant = await session.scalar(select(Tenant).where(Tenant.name == name))
     if tenant is None:
-        tenant = Tenant(name=name, created_at=datetime.now(UTC))
-        session.add(tenant)
-        await session.flush()
+        await insert_ignore(
+            session, Tenant.__table__,
+            [{"id": new_id(), "name": name, "created_at": datetime.now(UTC)}],
+        )  # fmt: skip
+        tenant = await session.scalar(select(Tenant).where(Tenant.name == name))
+        if tenant is None:  # pragma: no cover - the row exists after the insert either way
+            raise NotFound(f"tenant {name} could not be created")
     return tenant
 
 
@@ -34,20 +41,26 @@ async def ensure_connector(
     )
     if connector is None:
         now = datetime.now(UTC)
-        connector = Connector(
-            tenant_id=tenant.id,
-            name=name,
-            kind=kind.value,
-            settings={},
-            progress={},
-            updated_at=now,
+        row = {
+            "id": new_id(),
+            "tenant_id": tenant.id,
+            "name": name,
+            "kind": kind.value,
+            "settings": {},
+            "progress": {},
+            "updated_at": now,
             # Sources that are complete by construction are ready at once.
-            state="initial_sync" if kind.is_authoritative else "ready",
-            first_round_done=not kind.is_authoritative,
-            last_success_at=None if kind.is_authoritative else now,
+            "state": "initial_sync" if kind.is_authoritative else "ready",
+            "first_round_done": not kind.is_authoritative,
+            "full_sync_requested": False,
+            "last_success_at": None if kind.is_authoritative else now,
+        }
+        await insert_ignore(session, Connector.__table__, [row])  # a racing replica may win
+        connector = await session.scalar(
+            select(Connector).where(Connector.tenant_id == tenant.id, Connector.name == name)
         )
-        session.add(connector)
-        await session.flush()
+        if connector is None:  # pragma: no cover - the row exists after the insert either way
+            raise NotFound(f"connector {name} could not be created")
     return connector
 
 

@@ -27,7 +27,8 @@ async def test_write_fails_cleanly_when_the_database_drops_mid_request(
     event.listen(engine.sync_engine, "before_cursor_execute", vanish)
     try:
         response = await client.post(
-            "/v1/users", json={"email": "ann@contoso.com", "aliases": ["a@contoso.com"]},
+            "/v1/users",
+            json={"email": "ann@contoso.com", "aliases": ["a@contoso.com"]},
             headers=auth(key),
         )
     finally:

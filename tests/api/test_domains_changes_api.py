@@ -63,3 +63,14 @@ async def test_openapi_documents_the_lookup_answers(client: httpx.AsyncClient) -
     lookup = spec["paths"]["/v1/recipients/{address}"]["get"]
     assert {"200", "400", "401", "403", "404", "503"} <= set(lookup["responses"])
     assert (await client.get("/docs")).status_code == 200
+
+
+async def test_metrics_count_lookups_by_verdict(client: httpx.AsyncClient, app: Any) -> None:
+    key = await api_key(app, "write")
+    await client.post("/v1/domains", json={"name": "m.com"}, headers=auth(key))
+    for address in ("nobody@m.com", "x@other.org", "bad"):
+        await client.get(f"/v1/recipients/{address}", headers=auth(key))
+    text = (await client.get("/metrics")).text
+    assert 'roster_lookups_total{protocol="http",verdict="reject"} 3' in text
+    assert 'roster_tenant_ready{tenant="default"} 1' in text
+    assert "roster_index_healthy 1" in text

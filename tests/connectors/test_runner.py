@@ -153,7 +153,9 @@ async def test_a_vanishing_directory_mid_round_sweeps_nothing(
     assert (await run_cycle(sessionmaker, connector_id, source, options=no_sleep())).ok
     source.objects = []
     source.fail_at_page = 0
-    assert not (await run_cycle(sessionmaker, connector_id, source, full=True, options=no_sleep())).ok
+    assert not (
+        await run_cycle(sessionmaker, connector_id, source, full=True, options=no_sleep())
+    ).ok
     assert len(await live_addresses(sessionmaker)) == 4
 
 

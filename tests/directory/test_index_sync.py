@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from datetime import UTC, datetime, timedelta
 
@@ -38,6 +39,8 @@ async def test_a_commit_in_another_process_reaches_the_index_within_a_second(
             await asyncio.sleep(0.01)
     finally:
         poller.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await poller  # a poller still mid-query would deadlock the teardown's TRUNCATE
         await reader.dispose()
 
 

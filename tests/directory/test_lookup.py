@@ -132,3 +132,13 @@ def test_lookup_domain_names_the_tenant() -> None:
     index, _ = make_index()
     assert index.lookup_domain("CONTOSO.com").tenant == "contoso"
     assert index.lookup_domain("other.org").reason is Reason.DOMAIN_NOT_ACCEPTED
+
+
+def test_unknown_domain_defers_while_a_first_sync_is_running() -> None:
+    index, tenant = make_index()
+    tenant.ready = False
+    result = index.lookup("someone@maybe-theirs.example")
+    assert (result.verdict, result.reason) == (Verdict.TEMPFAIL, Reason.NOT_READY)
+    assert index.lookup_domain("maybe-theirs.example").verdict is Verdict.TEMPFAIL
+    tenant.ready = True
+    assert index.lookup("someone@maybe-theirs.example").reason is Reason.DOMAIN_NOT_ACCEPTED

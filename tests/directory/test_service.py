@@ -184,9 +184,13 @@ async def test_an_alias_moving_between_objects_across_pages_reaches_its_new_owne
     session: AsyncSession,
 ) -> None:
     graph = await make_connector(session, SourceKind.GRAPH)
-    a = await make_recipient(session, graph, external_id="a", addresses=["a@contoso.com", "x@contoso.com"])
+    a = await make_recipient(
+        session, graph, external_id="a", addresses=["a@contoso.com", "x@contoso.com"]
+    )
     # The new owner's page comes first: its claim waits as a conflict.
-    b = await make_recipient(session, graph, external_id="b", addresses=["b@contoso.com", "x@contoso.com"])
+    b = await make_recipient(
+        session, graph, external_id="b", addresses=["b@contoso.com", "x@contoso.com"]
+    )
     assert "x@contoso.com" not in await addresses_of(session, b)
     # The old owner lets go on a later page: the waiting claim is granted.
     await make_recipient(session, graph, external_id="a", addresses=["a@contoso.com"])
@@ -208,7 +212,50 @@ async def test_a_deleted_directory_object_hands_its_address_back(session: AsyncS
 async def test_a_claim_withdrawn_by_its_claimant_is_forgotten(session: AsyncSession) -> None:
     graph = await make_connector(session, SourceKind.GRAPH)
     await make_recipient(session, graph, external_id="a", addresses=["x@contoso.com"])
-    b = await make_recipient(session, graph, external_id="b", addresses=["b@contoso.com", "x@contoso.com"])
+    b = await make_recipient(
+        session, graph, external_id="b", addresses=["b@contoso.com", "x@contoso.com"]
+    )
     await make_recipient(session, graph, external_id="b", addresses=["b@contoso.com"])
     await make_recipient(session, graph, external_id="a", addresses=["a@contoso.com"])
     assert await addresses_of(session, b) == {"b@contoso.com": True}
+
+
+async def test_large_pages_round_trip_every_value(session: AsyncSession) -> None:
+    """Pages over the bulk threshold take PostgreSQL's COPY path: values must survive it."""
+    from app.directory.groups import members
+
+    graph = await make_connector(session, SourceKind.GRAPH)
+    tricky = "Tab\there \\ back\\slash\nnew line \N{SNOWMAN} 'quote' \"dq\" \\N"
+    records = [
+        RecipientRecord(
+            f"u{i}",
+            RecipientKind.USER,
+            (f"u{i}@contoso.com", f"alias{i}@contoso.com"),
+            display_name=f"{tricky} {i}",
+            enabled=i % 2 == 0,
+            attributes={"department": tricky, "n": i, "none": None},
+        )
+        for i in range(450)
+    ]
+    group = RecipientRecord("g", RecipientKind.GROUP, ("all@contoso.com",))
+    edges = [MemberRef("g", f"u{i}") for i in range(450)] + [MemberRef("g", "u1")]
+    ref = service.ConnectorRef.of(graph)
+    result = await service.apply(
+        session, ChangeSet(upserts=[*records, group], member_adds=edges), connector=ref
+    )
+    assert result.added == 451
+    row = (await session.scalars(select(Recipient).where(Recipient.external_id == "u7"))).one()
+    assert (row.display_name, row.enabled) == (f"{tricky} 7", False)
+    assert row.attributes == {"department": tricky, "n": 7, "none": None}
+    assert row.first_seen_at.tzinfo is not None
+    assert await addresses_of(session, row.id) == {
+        "u7@contoso.com": True,
+        "alias7@contoso.com": False,
+    }
+    group_row = (await session.scalars(select(Recipient).where(Recipient.external_id == "g"))).one()
+    assert len(await members(session, group_row, transitive=False)) == 450
+    # Re-applying the same large page is a no-op (duplicates skipped, nothing rewritten).
+    again = await service.apply(
+        session, ChangeSet(upserts=[*records, group], member_adds=edges), connector=ref
+    )
+    assert (again.added, again.updated, again.unchanged) == (0, 0, 451)

@@ -16,7 +16,7 @@ router = APIRouter(tags=["changes"])
 @router.get("/v1/changes", dependencies=[ReadScope], responses=responses(401, 403, 422))  # type: ignore[arg-type]
 async def list_changes(
     session: SessionDep,
-    since: int = Query(default=0, ge=0),
+    since: int = Query(default=0, ge=0, le=2**62),
     limit: int = Query(default=500, ge=1, le=5000),
 ) -> ChangeList:
     tenants = dict((await session.execute(select(Tenant.id, Tenant.name))).all())

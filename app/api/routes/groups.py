@@ -29,7 +29,7 @@ async def list_groups(
     session: SessionDep,
     source: str | None = None,
     limit: int = Query(default=100, ge=1, le=1000),
-    offset: int = Query(default=0, ge=0),
+    offset: int = Query(default=0, ge=0, le=1_000_000_000),
 ) -> RecipientList:
     rows, total = await recipient_service.list_recipients(
         session, kinds=GROUP_KINDS, source=source, limit=limit, offset=offset

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse
 from sqlalchemy import text
 
 from app.api.deps import IndexDep, SessionDep
@@ -15,6 +16,13 @@ router = APIRouter(tags=["health"])
 @router.get("/healthz")
 async def healthz() -> Health:
     return Health(status="ok")
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+async def metrics(request: Request, index: IndexDep) -> PlainTextResponse:
+    """Prometheus exposition: lookups by protocol and verdict, index size, tenant readiness."""
+    body = request.app.state.metrics.render(index)
+    return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
 
 
 @router.get("/readyz", responses={503: {"model": Health}})

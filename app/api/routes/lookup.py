@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from app.api.deps import IndexDep, LookupScope, ReadScope, SessionDep
 from app.api.errors import responses
@@ -33,9 +33,13 @@ _LOOKUP_RESPONSES = {
     response_model=LookupAnswer,
     summary="Is this address a valid recipient?",
 )
-async def lookup(address: str, index: IndexDep) -> Response:
+async def lookup(address: str, index: IndexDep, request: Request) -> Response:
     """Answers from memory. Served by a raw-ASGI fast path in `roster serve`; same bytes here."""
-    status, payload, headers = render(safe_lookup(index, address))
+    result = safe_lookup(index, address)
+    request.app.state.metrics.inc(
+        "roster_lookups_total", protocol="http", verdict=result.verdict.value
+    )
+    status, payload, headers = render(result)
     response = Response(payload, status_code=status, media_type="application/json")
     for name, value in headers:
         if name == b"retry-after":
@@ -49,10 +53,12 @@ async def lookup(address: str, index: IndexDep) -> Response:
     responses=responses(401, 403, 422),  # type: ignore[arg-type]
     summary="Look up to 1,000 addresses at once",
 )
-async def lookup_batch(body: BatchLookup, index: IndexDep) -> BatchAnswer:
-    return BatchAnswer(
-        items=[LookupAnswer(**safe_lookup(index, a).as_dict()) for a in body.addresses]
-    )
+async def lookup_batch(body: BatchLookup, index: IndexDep, request: Request) -> BatchAnswer:
+    results = [safe_lookup(index, a) for a in body.addresses]
+    metrics = request.app.state.metrics
+    for result in results:
+        metrics.inc("roster_lookups_total", protocol="http", verdict=result.verdict.value)
+    return BatchAnswer(items=[LookupAnswer(**result.as_dict()) for result in results])
 
 
 @router.get(

@@ -40,8 +40,13 @@ from app.connectors.graph.credentials import (
     GraphCredentialSettings,
     credential_factory,
 )
+from app.logging import RedactingFilter
 
 logger = logging.getLogger(__name__)
+# httpx logs every request URL at INFO, and delta links carry their tokens (STYLE.md section 8):
+# mask them where the record is made, whatever handlers the process installs.
+if not any(isinstance(f, RedactingFilter) for f in logging.getLogger("httpx").filters):
+    logging.getLogger("httpx").addFilter(RedactingFilter())
 
 DEFAULT_BASE_URL = "https://graph.microsoft.com/v1.0"
 DEFAULT_RETRY_DELAY = 30.0
@@ -100,6 +105,16 @@ class DeltaPage:
         return self.delta_link is not None
 
 
+@dataclass(slots=True)
+class ClientStats:
+    """Where a round's time goes on the client side (benchmarks, debug logs)."""
+
+    requests: int = 0
+    bytes: int = 0
+    send_seconds: float = 0.0  # token, TLS, simulator/Graph and transfer, through the SDK
+    parse_seconds: float = 0.0  # orjson
+
+
 class GraphClientSettings(GraphCredentialSettings, Protocol):
     base_url: str
 
@@ -154,6 +169,7 @@ class GraphClient:
             },
         )
         self._credential: AsyncTokenCredential = credential_factory()
+        self.stats = ClientStats()
         self._sdk = self._build_sdk(self._credential)
 
     def _build_sdk(self, credential: AsyncTokenCredential) -> GraphServiceClient:
@@ -234,7 +250,7 @@ class GraphClient:
     async def _get_json(self, url: str) -> dict[str, Any]:
         started = time.perf_counter()
         raw = await self._send(url)
-
+        sent = time.perf_counter()
         try:
             body = orjson.loads(raw or b"")
         except orjson.JSONDecodeError as exc:
@@ -242,6 +258,10 @@ class GraphClient:
         if not isinstance(body, dict):
             raise GraphBadResponse(f"graph answer for {self._describe(url)} is not a JSON object")
         elapsed = time.perf_counter() - started
+        self.stats.requests += 1
+        self.stats.bytes += len(raw)
+        self.stats.send_seconds += sent - started
+        self.stats.parse_seconds += elapsed - (sent - started)
         logger.debug("graph GET %s: %d bytes in %.3fs", self._describe(url), len(raw), elapsed)
         return body
 
@@ -310,11 +330,16 @@ class GraphClient:
             )
         return GraphPermanentError(f"graph answered {status} {code} for {where}")
 
-    def _check_link(self, url: str) -> None:
+    def is_own_link(self, url: str) -> bool:
+        """Whether a link points at this client's Graph endpoint (same origin and version)."""
         parts = urlsplit(url)
-        if (parts.scheme, parts.netloc.lower()) != self._origin or not (
+        return (parts.scheme, parts.netloc.lower()) == self._origin and (
             parts.path == self._base_path or parts.path.startswith(self._base_path + "/")
-        ):
+        )
+
+    def _check_link(self, url: str) -> None:
+        if not self.is_own_link(url):
+            parts = urlsplit(url)
             raise GraphBadResponse(
                 f"refusing a Graph link to {parts.scheme}://{parts.hostname} outside {self._host}"
             )

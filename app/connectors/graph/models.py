@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, ForeignKey, Index, String, Text
+from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db.base import Base, BigIntId
+from app.db.base import Base, BigIntId, UTCDateTime
 
 
 class GraphSubscription(Base):
@@ -18,9 +18,9 @@ class GraphSubscription(Base):
     resource: Mapped[str] = mapped_column(String(100))  # /users, /groups
     # clientState encrypted with ROSTER_SECRET_KEY: a database leak alone does not reveal it
     client_state_encrypted: Mapped[str] = mapped_column(Text)
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    renewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    renewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_lifecycle_event: Mapped[str | None] = mapped_column(String(50))
 
 
@@ -37,5 +37,5 @@ class WebhookInbox(Base):
     stream: Mapped[str] = mapped_column(String(50))  # users | groups
     kind: Mapped[str] = mapped_column(String(30))  # change | lifecycle:<event>
     resource: Mapped[str | None] = mapped_column(String(300))
-    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    handled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    handled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -53,6 +53,8 @@ class SpreadsheetStream:
     ) -> None:
         self.limits = limits
         self.data_rows = 0
+        # Addresses on refused rows: a partial replace import must not remove their recipients.
+        self.refused_addresses: set[str] = set()
         self._stack = ExitStack()
         try:
             stream = self._stack.enter_context(_SourceStream(source, limits))
@@ -95,11 +97,14 @@ class SpreadsheetStream:
                 )
             built = builder.build(number, cells)
             yield from built.errors
+            if built.row is None:
+                self.refused_addresses.update(built.addresses)
             for index, address in enumerate(built.addresses):
                 is_alias = index >= built.alias_from
                 earlier = seen.setdefault(address, number * 2 + is_alias)
                 if earlier // 2 != number:
                     yield from self._duplicate(address, earlier, number, is_alias)
+                    self.refused_addresses.update(built.addresses)
                     built.row = None
             if built.row is not None:
                 yield built.row
@@ -167,8 +172,15 @@ def read_spreadsheet(
             rows.append(item)
             if progress is not None and stream.data_rows % 1000 == 0:
                 progress(stream.data_rows)
+    refused = set(stream.refused_addresses)
     if bad_rows:
-        rows = [r for r in rows if r.row not in bad_rows]
+        kept = []
+        for r in rows:
+            if r.row in bad_rows:  # an earlier row named by a later duplicate
+                refused.update((r.email, *r.aliases))
+            else:
+                kept.append(r)
+        rows = kept
     errors.sort(key=lambda e: e.row)
     logger.info(
         "spreadsheet read: format=%s rows=%d good=%d errors=%d",
@@ -186,6 +198,7 @@ def read_spreadsheet(
         errors=errors,
         error_count=error_count,
         data_rows=stream.data_rows,
+        refused_addresses=frozenset(refused),
     )
 
 

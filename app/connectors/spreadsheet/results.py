@@ -79,6 +79,7 @@ class SheetReadResult:
     errors: list[RowError]
     error_count: int  # may exceed len(errors) when more than ReadLimits.max_errors
     data_rows: int  # non-blank rows after the header, good and bad
+    refused_addresses: frozenset[str] = frozenset()  # addresses named on refused rows
 
     @property
     def ok(self) -> bool:

@@ -23,6 +23,7 @@ from app.simulator.graph.control import control_router
 from app.simulator.graph.delta import Page, SyncStateError
 from app.simulator.graph.state import SimulatorState, Throttle
 from app.simulator.graph.store import RESOURCES
+from app.simulator.graph.subscriptions import subscriptions_router
 
 JSON = "application/json"
 _SLASHES = re.compile(r"/{2,}")
@@ -78,6 +79,7 @@ def create_simulator_app(state: SimulatorState) -> FastAPI:
         return _json({"@odata.context": f"{_origin(request)}/v1.0/$metadata#domains",
                       "value": state.store.domains})  # fmt: skip
 
+    app.include_router(subscriptions_router(state))  # also hooks the change log
     app.include_router(control_router(state))
     return app
 
@@ -137,6 +139,8 @@ def _render_page(
         return Response(b"<html><body>502 Bad Gateway</body></html>", 502, media_type="text/html")
     if corruption == "missing_value":
         del body["value"]
+    elif corruption == "missing_id" and body["value"]:
+        body["value"][0] = {k: v for k, v in body["value"][0].items() if k != "id"}
     elif corruption == "foreign_link":
         for key in ("@odata.nextLink", "@odata.deltaLink"):
             if key in body:

@@ -34,6 +34,22 @@ def control_router(state: SimulatorState) -> APIRouter:
     def expected() -> dict[str, str]:
         return state.expected_accepted()
 
+    @router.get("/sample")
+    def sample(n: int = 100) -> Payload:
+        """Up to `n` mail users, groups and memberships (ids), for load generators."""
+        store = state.store
+        with store.lock:
+            users = [
+                {"id": u["id"], "mail": u["mail"]}
+                for u in store.live["users"].values()
+                if u.get("mail") and u.get("userType") != "Guest"
+            ][:n]
+            groups = list(store.live["groups"])[:n]
+            memberships = [
+                [gid, member] for gid in groups for member in list(store.members.get(gid, {}))[:1]
+            ][:n]
+        return {"users": users, "groups": groups, "memberships": memberships}
+
     @router.post("/{resource}", status_code=201)
     def create(resource: str, body: Payload = Body(...)) -> Payload:
         makers = {"users": state.add_user, "groups": state.add_group, "contacts": state.add_contact}

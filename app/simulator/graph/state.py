@@ -17,7 +17,7 @@ from app.simulator.graph.delta import DeltaEngine
 from app.simulator.graph.generator import TenantSpec, generate, tenant_domains
 from app.simulator.graph.store import DirectoryStore
 
-CORRUPTIONS = ("not_json", "missing_value", "foreign_link", "html_error")
+CORRUPTIONS = ("not_json", "missing_value", "foreign_link", "html_error", "missing_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +138,8 @@ class SimulatorState:
             self._forced.extend(Throttle(status, retry_after) for _ in range(count))
 
     def corrupt_next(self, kind: str) -> None:
-        """The next delta page is broken: not_json, missing_value, foreign_link or html_error."""
+        """The next delta page is broken: not_json, missing_value, foreign_link, html_error or
+        missing_id (its first object loses its id)."""
         if kind not in CORRUPTIONS:
             raise ValueError(f"unknown corruption {kind!r}")
         with self._lock:

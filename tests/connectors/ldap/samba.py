@@ -3,6 +3,9 @@
 `scripts/samba-dc.sh` provisions (cached template, ~7 s the first time) and starts the DC;
 this module seeds it with ldap3 over LDAPS as Administrator. Samba cannot move LDAP off 389/636,
 so sessions on one machine take turns through a file lock.
+
+A pytest plugin (registered by `pytest_plugins` in tests/conftest.py), not a conftest, so the API
+tests share the one session DC with the connector tests.
 """
 
 from __future__ import annotations  # noqa: I001 (app.connectors.ldap must import ldap3 first)
@@ -28,7 +31,7 @@ from app.connectors.ldap.client import LdapSettings, StrictTls
 REPO = Path(__file__).resolve().parents[3]
 SCRIPT = REPO / "scripts" / "samba-dc.sh"
 # Samba cannot move LDAP off 389/636: one DC per machine, so test sessions take turns.
-LOCK_FILE = Path("/tmp/roster-samba-dc.lock")  # noqa: S108
+LOCK_FILE = Path("/tmp/roster-samba-dc.lock")
 BASE_DN = "DC=example,DC=test"
 OU = f"OU=Roster,{BASE_DN}"
 BULK_OU = f"OU=Bulk,{OU}"
@@ -91,7 +94,7 @@ class SambaDC:
 
 
 def _script(*args: str) -> None:
-    subprocess.run([str(SCRIPT), *args], check=True, stdout=subprocess.DEVNULL)  # noqa: S603
+    subprocess.run([str(SCRIPT), *args], check=True, stdout=subprocess.DEVNULL)
 
 
 def _require_samba() -> None:

@@ -1,0 +1,78 @@
+"""Postfix tcp_table codec: `get <%XX key>\\n` in, `<3 digits> <%XX text>\\n` out.
+
+Ref: tcp_table(5). 2xx = found (the text is the value), 5xx = **not found** (there is no
+permanent error), 4xx = temporary error, after which Postfix drops the connection. So every
+error we report must be 4xx, never 5xx.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import unquote_to_bytes
+
+from app.directory.verdicts import LookupResult, Verdict
+
+FOUND = b"200 "
+NOT_FOUND = b"500 not%20found\n"
+TEMP_ERROR = b"400 "
+
+DEFAULT_MAX_LINE = 4_096
+MAX_REASON = 200
+
+_UNSAFE = re.compile(rb"[^\x21-\x24\x26-\x7e]")
+
+
+class TcpTableError(ValueError):
+    """A request line that is not `get <key>` with a UTF-8 key."""
+
+
+def quote(value: str) -> bytes:
+    """%XX-encode whitespace, `%`, controls and non-ASCII, as Postfix's tcp client expects."""
+    return _UNSAFE.sub(lambda m: b"%%%02X" % m.group()[0], value.encode("utf-8"))
+
+
+def parse_request(line: bytes) -> str:
+    """Decode one request line (without its newline) to the lookup key."""
+    line = line.removesuffix(b"\r")
+    command, sep, raw_key = line.partition(b" ")
+    if command != b"get" or not sep:
+        raise TcpTableError("tcp_table request is not 'get <key>'")
+    if not raw_key or b" " in raw_key:
+        raise TcpTableError("tcp_table key is empty or not %XX-encoded")
+    try:
+        return unquote_to_bytes(raw_key).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise TcpTableError("tcp_table key is not UTF-8") from exc
+
+
+def format_reply(result: LookupResult) -> bytes:
+    """Map a verdict to a reply line; every reject reason is 500 (not found)."""
+    if result.verdict is Verdict.ACCEPT:
+        return FOUND + quote(result.primary or result.matched or result.address) + b"\n"
+    if result.verdict is Verdict.REJECT:
+        return NOT_FOUND
+    reason = result.reason.value if result.reason else "unavailable"
+    return format_error(f"roster {reason}")
+
+
+def format_error(reason: str) -> bytes:
+    """A temporary-error line (4xx: Postfix defers and reconnects)."""
+    return TEMP_ERROR + quote(reason[:MAX_REASON]) + b"\n"
+
+
+class LineDecoder:
+    """Splits a byte stream into `\\n`-terminated lines, refusing lines longer than the cap."""
+
+    __slots__ = ("_buffer", "_max_line")
+
+    def __init__(self, *, max_line: int = DEFAULT_MAX_LINE) -> None:
+        self._max_line = max_line
+        self._buffer = b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buf = self._buffer + data if self._buffer else data
+        lines = buf.split(b"\n")
+        self._buffer = lines.pop()
+        if len(self._buffer) > self._max_line or any(len(x) > self._max_line for x in lines):
+            raise TcpTableError(f"tcp_table request line longer than {self._max_line} bytes")
+        return lines
