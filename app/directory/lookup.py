@@ -231,17 +231,20 @@ class LookupIndex:
 def _answer(
     raw: str, verdict: Verdict, reason: Reason | None, matched: str, entry: Entry
 ) -> LookupResult:
+    # Positional and without the property hops: this runs for every accepted lookup.
+    profile = entry.profile
+    at = entry._primary
     return LookupResult(
         raw,
         verdict,
         reason,
-        matched=matched,
-        primary=entry.primary,
-        kind=entry.kind,
-        enabled=entry.enabled,
-        recipient_id=entry.recipient_id,
-        tenant=entry.tenant.name,
-        source=entry.source,
+        matched,
+        f"{entry.locals[at]}@{entry.domains[at]}",
+        profile.kind,
+        profile.enabled,
+        entry.recipient_id,
+        entry.tenant.name,
+        profile.source,
     )
 
 
