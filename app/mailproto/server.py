@@ -30,6 +30,9 @@ class Resolver(Protocol):
 
     def lookup_domain(self, domain: str) -> LookupResult: ...
 
+    # Optional, used when present: `resolve(address) -> (verdict, reason, primary)`, the same
+    # verdict as `lookup` without building the full answer (LookupIndex.resolve).
+
 
 Learner = Callable[[str, PolicyRequest], Awaitable[None]]
 
@@ -56,6 +59,17 @@ def _safe(lookup: Callable[[str], LookupResult], key: str) -> LookupResult:
     except Exception:
         logger.exception("mailproto lookup failed: key=%r", key)
         return LookupResult(address=key, verdict=Verdict.TEMPFAIL, reason=Reason.UNAVAILABLE)
+
+
+def _safe_resolve(
+    resolve: Callable[[str], tuple[Verdict, Reason | None, str | None]], key: str
+) -> tuple[Verdict, Reason | None, str | None]:
+    """The lean path for resolvers that offer `resolve` (the real index); same safety net."""
+    try:
+        return resolve(key)
+    except Exception:
+        logger.exception("mailproto lookup failed: key=%r", key)
+        return Verdict.TEMPFAIL, Reason.UNAVAILABLE, None
 
 
 class Listener:
@@ -196,9 +210,11 @@ class _SocketmapConnection(_Connection):
             return socketmap.format_perm("unknown map")
         if map_name is socketmap.SocketmapMap.DOMAINS:
             result = _safe(self.resolver.lookup_domain, request.key)
-        else:
-            result = _safe(self.resolver.lookup, request.key)
-        return socketmap.format_reply(result, map_name)
+            return socketmap.format_reply(result, map_name)
+        resolve = getattr(self.resolver, "resolve", None)
+        if resolve is None:
+            return socketmap.format_reply(_safe(self.resolver.lookup, request.key), map_name)
+        return netstring.encode(socketmap.payload(*_safe_resolve(resolve, request.key)))
 
 
 class _TcpTableConnection(_Connection):
@@ -224,7 +240,10 @@ class _TcpTableConnection(_Connection):
                 "tcp_table bad request: peer=%s error=%s request=%r", self.peer, exc, line[:100]
             )
             return tcp_table.format_error("malformed request")
-        return tcp_table.format_reply(_safe(self.resolver.lookup, key))
+        resolve = getattr(self.resolver, "resolve", None)
+        if resolve is None:
+            return tcp_table.format_reply(_safe(self.resolver.lookup, key))
+        return tcp_table.reply(*_safe_resolve(resolve, key))
 
 
 class _PolicyConnection(_Connection):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import NamedTuple
 
-from app.directory.verdicts import LookupResult, Verdict
+from app.directory.verdicts import LookupResult, Reason, Verdict
 from app.mailproto import netstring
 
 
@@ -62,16 +62,20 @@ def _text(value: str) -> bytes:
 
 def reply_payload(result: LookupResult, map_name: SocketmapMap) -> bytes:
     """Map a verdict to a socketmap reply payload; every reject reason is plain NOTFOUND."""
-    if result.verdict is Verdict.ACCEPT:
-        if map_name is SocketmapMap.DOMAINS:
-            value = result.tenant or result.address
-        else:
-            value = result.primary or result.matched or result.address
-        return OK + value.encode("utf-8")
-    if result.verdict is Verdict.REJECT:
+    if map_name is SocketmapMap.DOMAINS:
+        value = result.tenant or result.address
+    else:
+        value = result.primary or result.matched or result.address
+    return payload(result.verdict, result.reason, value)
+
+
+def payload(verdict: Verdict, reason: Reason | None, value: str | None) -> bytes:
+    """The reply payload from a bare verdict; `value` is what OK carries."""
+    if verdict is Verdict.ACCEPT:
+        return OK + (value or "").encode("utf-8")
+    if verdict is Verdict.REJECT:
         return NOTFOUND
-    reason = result.reason.value if result.reason else "unavailable"
-    return TEMP + _text(f"roster {reason}")
+    return TEMP + _text(f"roster {reason.value if reason else 'unavailable'}")
 
 
 def format_reply(result: LookupResult, map_name: SocketmapMap) -> bytes:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote_to_bytes
 
-from app.directory.verdicts import LookupResult, Verdict
+from app.directory.verdicts import LookupResult, Reason, Verdict
 
 FOUND = b"200 "
 NOT_FOUND = b"500 not%20found\n"
@@ -47,12 +47,16 @@ def parse_request(line: bytes) -> str:
 
 def format_reply(result: LookupResult) -> bytes:
     """Map a verdict to a reply line; every reject reason is 500 (not found)."""
-    if result.verdict is Verdict.ACCEPT:
-        return FOUND + quote(result.primary or result.matched or result.address) + b"\n"
-    if result.verdict is Verdict.REJECT:
+    return reply(result.verdict, result.reason, result.primary or result.matched or result.address)
+
+
+def reply(verdict: Verdict, reason: Reason | None, value: str | None) -> bytes:
+    """The reply line from a bare verdict; `value` is what 200 carries."""
+    if verdict is Verdict.ACCEPT:
+        return FOUND + quote(value or "") + b"\n"
+    if verdict is Verdict.REJECT:
         return NOT_FOUND
-    reason = result.reason.value if result.reason else "unavailable"
-    return format_error(f"roster {reason}")
+    return format_error(f"roster {reason.value if reason else 'unavailable'}")
 
 
 def format_error(reason: str) -> bytes:
