@@ -20,13 +20,14 @@ def create_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> AsyncE
     url = async_database_url(url)
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
-        _configure_sqlite(engine, begin="BEGIN" if read_only else "BEGIN IMMEDIATE")
+        _configure_sqlite(engine, read_only=read_only)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_async_engine(url, **kwargs)
 
 
-def _configure_sqlite(engine: AsyncEngine, *, begin: str) -> None:
+def _configure_sqlite(engine: AsyncEngine, *, read_only: bool) -> None:
+    begin = "BEGIN" if read_only else "BEGIN IMMEDIATE"
     sync_engine = engine.sync_engine
 
     @event.listens_for(sync_engine, "connect")
@@ -39,11 +40,13 @@ def _configure_sqlite(engine: AsyncEngine, *, begin: str) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=30000")
-        # A 2 MB page cache (the default) makes inserts into million-row indexes read from the
-        # OS over and over; 128 MB plus memory-mapped reads keep full rounds linear.
-        cursor.execute("PRAGMA cache_size=-131072")
-        cursor.execute("PRAGMA mmap_size=1073741824")
-        cursor.execute("PRAGMA temp_store=MEMORY")
+        if not read_only:
+            # A 2 MB page cache (the default) makes inserts into million-row indexes read from
+            # the OS over and over; 128 MB plus memory-mapped reads keep full rounds linear.
+            # Not for the index reader: it scans once, and a mapped file would count in RSS.
+            cursor.execute("PRAGMA cache_size=-131072")
+            cursor.execute("PRAGMA mmap_size=1073741824")
+            cursor.execute("PRAGMA temp_store=MEMORY")
         cursor.close()
 
     # Writers take the lock up front: a deferred transaction that reads and then writes fails
