@@ -127,5 +127,5 @@ class LookupFastPath:
         if rank < LOOKUP_RANK:
             return _error(403, "Forbidden", "this API key lacks the 'lookup' scope")
         result = safe_lookup(self.index, address)
-        self.metrics.inc("roster_lookups_total", protocol="http", verdict=result.verdict.value)
+        self.metrics.count_lookup("http", result.verdict.value)
         return render(result)

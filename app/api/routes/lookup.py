@@ -36,9 +36,7 @@ _LOOKUP_RESPONSES = {
 async def lookup(address: str, index: IndexDep, request: Request) -> Response:
     """Answers from memory. Served by a raw-ASGI fast path in `roster serve`; same bytes here."""
     result = safe_lookup(index, address)
-    request.app.state.metrics.inc(
-        "roster_lookups_total", protocol="http", verdict=result.verdict.value
-    )
+    request.app.state.metrics.count_lookup("http", result.verdict.value)
     status, payload, headers = render(result)
     response = Response(payload, status_code=status, media_type="application/json")
     for name, value in headers:
@@ -57,7 +55,7 @@ async def lookup_batch(body: BatchLookup, index: IndexDep, request: Request) -> 
     results = [safe_lookup(index, a) for a in body.addresses]
     metrics = request.app.state.metrics
     for result in results:
-        metrics.inc("roster_lookups_total", protocol="http", verdict=result.verdict.value)
+        metrics.count_lookup("http", result.verdict.value)
     return BatchAnswer(items=[LookupAnswer(**result.as_dict()) for result in results])
 
 
