@@ -185,6 +185,7 @@ class _SocketmapConnection(_Connection):
     def __init__(self, listener: Listener, resolver: Resolver, max_request: int) -> None:
         super().__init__(listener)
         self.resolver = resolver
+        self.resolve = getattr(resolver, "resolve", None)
         self.decoder = netstring.NetstringDecoder(max_length=max_request)
 
     def handle(self, data: bytes) -> None:
@@ -211,7 +212,7 @@ class _SocketmapConnection(_Connection):
         if map_name is socketmap.SocketmapMap.DOMAINS:
             result = _safe(self.resolver.lookup_domain, request.key)
             return socketmap.format_reply(result, map_name)
-        resolve = getattr(self.resolver, "resolve", None)
+        resolve = self.resolve
         if resolve is None:
             return socketmap.format_reply(_safe(self.resolver.lookup, request.key), map_name)
         return netstring.encode(socketmap.payload(*_safe_resolve(resolve, request.key)))
@@ -221,6 +222,7 @@ class _TcpTableConnection(_Connection):
     def __init__(self, listener: Listener, resolver: Resolver, max_request: int) -> None:
         super().__init__(listener)
         self.resolver = resolver
+        self.resolve = getattr(resolver, "resolve", None)
         self.decoder = tcp_table.LineDecoder(max_line=max_request)
 
     def handle(self, data: bytes) -> None:
@@ -240,7 +242,7 @@ class _TcpTableConnection(_Connection):
                 "tcp_table bad request: peer=%s error=%s request=%r", self.peer, exc, line[:100]
             )
             return tcp_table.format_error("malformed request")
-        resolve = getattr(self.resolver, "resolve", None)
+        resolve = self.resolve
         if resolve is None:
             return tcp_table.format_reply(_safe(self.resolver.lookup, key))
         return tcp_table.reply(*_safe_resolve(resolve, key))
