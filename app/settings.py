@@ -22,6 +22,13 @@ def _seconds_or_iso(value: Any) -> Any:
 Duration = Annotated[timedelta, BeforeValidator(_seconds_or_iso)]
 
 
+def _word_list(value: Any) -> Any:
+    """Lists in the environment are comma- or space-separated (`a.example, b.example`)."""
+    if isinstance(value, str):
+        return [part for part in value.replace(",", " ").split() if part]
+    return value
+
+
 class GraphSettings(BaseModel):
     tenant_id: str
     client_id: str
@@ -76,19 +83,7 @@ class LdapSettings(BaseModel):
     # Without rights on CN=Deleted Objects, deletions are only found by full rounds with a sweep.
     full_round_interval: Duration = timedelta(hours=6)
 
-    @field_validator("urls", mode="before")
-    @classmethod
-    def _split_urls(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part for part in value.replace(",", " ").split() if part]
-        return value
-
-    @field_validator("domains", mode="before")
-    @classmethod
-    def _split_domains(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part for part in value.replace(",", " ").split() if part]
-        return value
+    _split_lists = field_validator("urls", "domains", mode="before")(_word_list)
 
     @field_validator("base_dn", mode="before")
     @classmethod
@@ -128,12 +123,7 @@ class Settings(BaseSettings):
     graph: GraphSettings | None = None
     ldap: LdapSettings | None = None
 
-    @field_validator("trusted_networks", mode="before")
-    @classmethod
-    def _split_networks(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part for part in value.replace(",", " ").split() if part]
-        return value
+    _split_networks = field_validator("trusted_networks", mode="before")(_word_list)
 
     @field_validator("database_url")
     @classmethod
