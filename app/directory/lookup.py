@@ -147,25 +147,18 @@ class LookupIndex:
     # -- the hot path -------------------------------------------------------------------------
 
     def lookup(self, raw: str) -> LookupResult:
-        verdict, reason, matched, entry, tenant, detail = self._find(raw)
-        if entry is not None:
-            return _answer(raw, verdict, reason, matched, entry)
-        return LookupResult(
-            raw, verdict, reason, tenant=tenant.name if tenant else None, detail=detail
-        )
+        return result_of(raw, self.find(raw))
 
     def resolve(self, raw: str) -> tuple[Verdict, Reason | None, str | None]:
         """(verdict, reason, primary address): all the mail protocols need, without building
         the full answer (a socketmap lookup has a ~15 µs budget in all)."""
-        verdict, reason, _, entry, _, _ = self._find(raw)
+        verdict, reason, _, entry, _, _ = self.find(raw)
         if entry is None:
             return verdict, reason, None
         at = entry._primary
         return verdict, reason, f"{entry.locals[at]}@{entry.domains[at]}"
 
-    def _find(
-        self, raw: str
-    ) -> tuple[Verdict, Reason | None, str | None, Entry | None, TenantState | None, str | None]:
+    def find(self, raw: str) -> Found:
         """The verdict rules: (verdict, reason, matched, entry, tenant, detail)."""
         try:
             address = normalize(raw)
@@ -210,9 +203,7 @@ class LookupIndex:
             return LookupResult(raw, verdict, reason, detail=detail)
         return LookupResult(raw, Verdict.ACCEPT, tenant=tenant.name)
 
-    def _unknown_domain(
-        self,
-    ) -> tuple[Verdict, Reason | None, str | None, Entry | None, TenantState | None, str | None]:
+    def _unknown_domain(self) -> Found:
         # A directory's domains arrive with its first sync (Graph /domains): until every tenant
         # has one, an unknown domain may be one of theirs, so "not ours" would be a guess.
         if not all(tenant.ready for tenant in self.tenants.values()):
@@ -263,6 +254,17 @@ _TEMPFAIL_UNAVAILABLE = (
     None,
     "the lookup index is not available",
 )
+
+
+Found = tuple[Verdict, Reason | None, str | None, Entry | None, TenantState | None, str | None]
+
+
+def result_of(raw: str, found: Found) -> LookupResult:
+    """The full answer for `find`'s (verdict, reason, matched, entry, tenant, detail)."""
+    verdict, reason, matched, entry, tenant, detail = found
+    if entry is not None:
+        return _answer(raw, verdict, reason, matched or raw, entry)
+    return LookupResult(raw, verdict, reason, tenant=tenant.name if tenant else None, detail=detail)
 
 
 def _answer(
