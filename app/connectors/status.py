@@ -17,10 +17,8 @@ async def describe(session: AsyncSession, connector: Connector, tenant: str) -> 
     objects, addresses = await count_addresses(session, connector.id)
     lag = None
     if connector.last_success_at is not None:
-        last = connector.last_success_at
-        if last.tzinfo is None:  # SQLite returns naive datetimes; they are stored as UTC
-            last = last.replace(tzinfo=UTC)
-        lag = max(0.0, (datetime.now(UTC) - last).total_seconds())
+        # UTCDateTime hands back aware values on SQLite too.
+        lag = max(0.0, (datetime.now(UTC) - connector.last_success_at).total_seconds())
     return {
         "id": connector.id,
         "tenant": tenant,

@@ -106,7 +106,7 @@ class IndexSync:
         fresh = LookupIndex(self.index.options, clock=self.index.clock)
         async with self.engine.connect() as conn:
             last_seq = await conn.scalar(select(func.coalesce(func.max(Change.seq), 0)))
-            await _load_tenants(conn, fresh, self.max_staleness)
+            await _load_tenants(conn, fresh, self.max_staleness, with_domains=True)
             batches = stream_rows(conn, _ALL_ADDRESSES) if only is None else _only(conn, only)
             current: list[tuple[Any, ...]] = []
             async for batch in batches:
@@ -154,10 +154,10 @@ class IndexSync:
             ).all()
             domains_changed = any(action == "domain" for _, _, action in rows)
             if not domains_changed:
-                tenants = await _load_tenants(conn, None, self.max_staleness, into=index)
+                await _load_tenants(conn, index, self.max_staleness, with_domains=False)
                 ids = list(dict.fromkeys(rid for _, rid, _ in rows if rid is not None))
                 for start in range(0, len(ids), 500):
-                    await _reload_recipients(conn, index, ids[start : start + 500], tenants)
+                    await _reload_recipients(conn, index, ids[start : start + 500])
                 for hook in self.hooks:
                     await hook(conn)
         if domains_changed:
@@ -172,21 +172,17 @@ class IndexSync:
 
 
 async def _load_tenants(
-    conn: AsyncConnection,
-    fresh: LookupIndex | None,
-    max_staleness: timedelta,
-    *,
-    into: LookupIndex | None = None,
-) -> dict[str, TenantState]:
-    """(Re)read tenants, domains and connector readiness; cheap, so it runs on every poll."""
-    tenants = into.tenants if into is not None else {}
+    conn: AsyncConnection, index: LookupIndex, max_staleness: timedelta, *, with_domains: bool
+) -> None:
+    """(Re)read tenants and connector readiness into `index` (cheap: it runs on every poll);
+    domains only for a fresh index, since they decide which addresses it holds."""
+    tenants = index.tenants
     for tid, name in await conn.execute(select(Tenant.id, Tenant.name)):
         state = tenants.get(tid) or TenantState(tid, name)
         state.name = name
         tenants[tid] = state
-    if fresh is not None:
-        fresh.tenants = tenants
-        fresh.set_domains(
+    if with_domains:
+        index.set_domains(
             {
                 sys.intern(name): tenants[tid]
                 for name, tid in (await conn.execute(select(Domain.name, Domain.tenant_id)))
@@ -213,7 +209,6 @@ async def _load_tenants(
     for tid, state in tenants.items():
         state.ready = ready[tid]
         state.stale_after = stale_after[tid]
-    return tenants
 
 
 def _return_free_memory() -> None:
@@ -254,9 +249,7 @@ async def _only(conn: AsyncConnection, addresses: set[str]) -> AsyncIterator[lis
     yield list(rows)
 
 
-async def _reload_recipients(
-    conn: AsyncConnection, index: LookupIndex, ids: list[str], tenants: dict[str, TenantState]
-) -> None:
+async def _reload_recipients(conn: AsyncConnection, index: LookupIndex, ids: list[str]) -> None:
     rows = await conn.execute(
         select(*_COLUMNS)
         .join(Address, Address.recipient_id == Recipient.id)

@@ -49,11 +49,6 @@ class LearnedList(BaseModel):
     total: int
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    # SQLite returns naive datetimes; Roster stores UTC.
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
-
-
 def _read(view: LearnedView) -> LearnedRead:
     row = view.sender
     return LearnedRead(
@@ -61,13 +56,13 @@ def _read(view: LearnedView) -> LearnedRead:
         tenant=view.tenant,
         status=view.status,
         count=row.count,
-        first_seen_at=_utc(row.first_seen_at) or row.first_seen_at,
-        last_seen_at=_utc(row.last_seen_at) or row.last_seen_at,
+        first_seen_at=row.first_seen_at,
+        last_seen_at=row.last_seen_at,
         evidence=row.evidence,
         recipient_id=row.recipient_id if view.status is LearnedStatus.LEARNED else None,
         owner_id=view.owner_id,
         owner_source=view.owner_source,
-        contradicted_at=_utc(row.contradicted_at),
+        contradicted_at=row.contradicted_at,
         contradiction=view.contradiction,
     )
 
