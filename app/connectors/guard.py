@@ -16,6 +16,7 @@ from datetime import datetime
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.sets import chunks, one_of
 from app.db.upsert import insert_ignore
 from app.directory import service
 from app.directory.models import PendingDeletion, Recipient
@@ -52,11 +53,11 @@ async def release_seen(
     session: AsyncSession, connector_id: str, external_ids: Sequence[str]
 ) -> None:
     """An object that shows up again is no longer to be deleted."""
-    for start in range(0, len(external_ids), 500):
+    for chunk in chunks(session, external_ids):
         await session.execute(
             delete(PendingDeletion).where(
                 PendingDeletion.connector_id == connector_id,
-                PendingDeletion.external_id.in_(external_ids[start : start + 500]),
+                one_of(session, PendingDeletion.external_id, chunk),
             )
         )
 

@@ -47,6 +47,12 @@ def _configure_sqlite(engine: AsyncEngine, *, read_only: bool) -> None:
             cursor.execute("PRAGMA cache_size=-131072")
             cursor.execute("PRAGMA mmap_size=1073741824")
             cursor.execute("PRAGMA temp_store=MEMORY")
+            # Checkpoint every ~100 MB of WAL instead of every 4 MB: a page of a bulk round
+            # dirties thousands of index pages, and checkpointing after nearly every commit
+            # wrote each of them twice (measured: 1M edges 38 s -> 20 s). The WAL file is cut
+            # back to 64 MB after each checkpoint.
+            cursor.execute("PRAGMA wal_autocheckpoint=25000")
+            cursor.execute("PRAGMA journal_size_limit=67108864")
         cursor.close()
 
     # Writers take the lock up front: a deferred transaction that reads and then writes fails

@@ -13,7 +13,7 @@ from sqlalchemy import and_, delete, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.directory.changelog import record_changes
-from app.directory.models import Membership, Recipient
+from app.directory.models import Membership, Recipient, member_key
 from app.directory.records import RecipientKind
 from app.errors import Conflict, InvalidInput
 
@@ -70,13 +70,13 @@ async def parent_groups(session: AsyncSession, recipients: Iterable[Recipient]) 
         return []
     parents: list[Recipient] = []
     for start in range(0, len(keys), _CHUNK):
+        chunk = keys[start : start + _CHUNK]
         rows = await session.scalars(
             select(Recipient)
             .join(Membership, Membership.group_id == Recipient.id)
             .where(
-                tuple_(Membership.member_connector_id, Membership.member_external_id).in_(
-                    keys[start : start + _CHUNK]
-                ),
+                Membership.member_key.in_(sorted({member_key(ext) for _, ext in chunk})),
+                tuple_(Membership.member_connector_id, Membership.member_external_id).in_(chunk),
                 Recipient.deleted_at.is_(None),
             )
         )
@@ -110,6 +110,7 @@ async def add_member(session: AsyncSession, group: Recipient, member: Recipient)
                 group_id=group.id,
                 member_connector_id=member.connector_id,
                 member_external_id=member.external_id,
+                member_key=member_key(member.external_id),
             )
         )
         await session.flush()

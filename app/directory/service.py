@@ -17,6 +17,7 @@ import orjson
 from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.sets import chunks, one_of
 from app.db.upsert import bulk_insert, insert_ignore
 from app.directory.addresses import normalize
 from app.directory.changelog import record_changes
@@ -26,14 +27,13 @@ from app.directory.models import (
     Connector,
     Membership,
     Recipient,
+    member_key,
     new_id,
 )
 from app.directory.records import ChangeSet, RecipientRecord, SourceKind
 from app.errors import Conflict, InvalidInput, Malformed
 
 logger = logging.getLogger(__name__)
-
-CHUNK = 500
 
 
 @dataclass(slots=True)
@@ -67,11 +67,6 @@ class _Prepared:
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _prepare(record: RecipientRecord, *, strict: bool, result: ApplyResult) -> _Prepared:
@@ -151,11 +146,14 @@ async def _upsert_recipients(
 ) -> list[str]:
     external_ids = list(prepared)
     existing: dict[str, tuple[str, str, datetime | None]] = {}
-    for chunk in _chunks(external_ids):
+    for chunk in chunks(session, external_ids):
         rows = await session.execute(
             select(
                 Recipient.external_id, Recipient.id, Recipient.source_hash, Recipient.deleted_at
-            ).where(Recipient.connector_id == connector.id, Recipient.external_id.in_(chunk))
+            ).where(
+                Recipient.connector_id == connector.id,
+                one_of(session, Recipient.external_id, chunk),
+            )
         )
         for ext, rid, digest, deleted_at in rows:
             existing[ext] = (rid, digest, deleted_at)
@@ -210,10 +208,10 @@ async def _upsert_recipients(
             update(Recipient).execution_options(synchronize_session=False), updates
         )
     if seen_unchanged and round_id is not None:
-        for chunk in _chunks(seen_unchanged):
+        for chunk in chunks(session, seen_unchanged):
             await session.execute(
                 update(Recipient)
-                .where(Recipient.id.in_(chunk))
+                .where(one_of(session, Recipient.id, chunk))
                 .values(round_id=round_id, last_seen_at=now)
                 .execution_options(synchronize_session=False)
             )
@@ -242,17 +240,17 @@ async def _assign_addresses(
     tenant_id = connector.tenant_id
     ids = list(changed)
     stored = [rid for rid in ids if rid not in fresh]
-    for chunk in _chunks(stored):  # their claims are decided afresh below
+    for chunk in chunks(session, stored):  # their claims are decided afresh below
         await session.execute(
             delete(AddressConflict)
-            .where(AddressConflict.claimant_id.in_(chunk))
+            .where(one_of(session, AddressConflict.claimant_id, chunk))
             .execution_options(synchronize_session=False)
         )
     current: dict[str, dict[str, bool]] = {rid: {} for rid in ids}
-    for chunk in _chunks(stored):
+    for chunk in chunks(session, stored):
         rows = await session.execute(
             select(Address.recipient_id, Address.address, Address.is_primary).where(
-                Address.recipient_id.in_(chunk)
+                one_of(session, Address.recipient_id, chunk)
             )
         )
         for rid, address, is_primary in rows:
@@ -260,11 +258,11 @@ async def _assign_addresses(
 
     wanted_all = sorted({a for prep in changed.values() for a in prep.addresses})
     owners: dict[str, tuple[str, str, str | None]] = {}
-    for chunk in _chunks(wanted_all):
+    for chunk in chunks(session, wanted_all):
         rows = await session.execute(
             select(Address.address, Address.recipient_id, Recipient.source, Recipient.display_name)
             .join(Recipient, Recipient.id == Address.recipient_id)
-            .where(Address.tenant_id == tenant_id, Address.address.in_(chunk))
+            .where(Address.tenant_id == tenant_id, one_of(session, Address.address, chunk))
         )
         for address, rid, source, name in rows:
             owners[address] = (rid, source, name)
@@ -360,7 +358,7 @@ async def _hand_over(
     if not freed:
         return []
     claims: dict[str, list[tuple[bool, int, str]]] = {}
-    for chunk in _chunks(sorted(freed)):
+    for chunk in chunks(session, sorted(freed)):
         rows = await session.execute(
             select(
                 AddressConflict.address,
@@ -371,7 +369,7 @@ async def _hand_over(
             .join(Recipient, Recipient.id == AddressConflict.claimant_id)
             .where(
                 AddressConflict.tenant_id == tenant_id,
-                AddressConflict.address.in_(chunk),
+                one_of(session, AddressConflict.address, chunk),
                 Recipient.deleted_at.is_(None),
             )
         )
@@ -466,11 +464,11 @@ async def _delete_recipients(
     result: ApplyResult,
 ) -> tuple[list[str], list[str]]:
     ids: list[str] = []
-    for chunk in _chunks(external_ids):
+    for chunk in chunks(session, external_ids):
         rows = await session.scalars(
             select(Recipient.id).where(
                 Recipient.connector_id == connector.id,
-                Recipient.external_id.in_(chunk),
+                one_of(session, Recipient.external_id, chunk),
                 Recipient.deleted_at.is_(None),
             )
         )
@@ -488,31 +486,33 @@ async def soft_delete(
     Returns the recipients that received a freed address (their index entries change too).
     """
     gainers: list[str] = []
-    for chunk in _chunks(list(recipient_ids)):
+    for chunk in chunks(session, list(recipient_ids)):
         freed: dict[str, set[str]] = {}
         rows = await session.execute(
-            select(Address.tenant_id, Address.address).where(Address.recipient_id.in_(chunk))
+            select(Address.tenant_id, Address.address).where(
+                one_of(session, Address.recipient_id, chunk)
+            )
         )
         for tenant_id, address in rows:
             freed.setdefault(tenant_id, set()).add(address)
         await session.execute(
             delete(Address)
-            .where(Address.recipient_id.in_(chunk))
+            .where(one_of(session, Address.recipient_id, chunk))
             .execution_options(synchronize_session=False)
         )
         await session.execute(
             delete(Membership)
-            .where(Membership.group_id.in_(chunk))
+            .where(one_of(session, Membership.group_id, chunk))
             .execution_options(synchronize_session=False)
         )
         await session.execute(
             delete(AddressConflict)
-            .where(AddressConflict.claimant_id.in_(chunk))
+            .where(one_of(session, AddressConflict.claimant_id, chunk))
             .execution_options(synchronize_session=False)
         )
         await session.execute(
             update(Recipient)
-            .where(Recipient.id.in_(chunk))
+            .where(one_of(session, Recipient.id, chunk))
             .values(deleted_at=now, source_hash="")
             .execution_options(synchronize_session=False)
         )
@@ -530,11 +530,11 @@ async def _apply_memberships(
         return
     group_ids = dict(result.recipient_ids)
     missing = [g for g in group_exts if g not in group_ids]
-    for chunk in _chunks(missing):
+    for chunk in chunks(session, missing):
         rows = await session.execute(
             select(Recipient.external_id, Recipient.id).where(
                 Recipient.connector_id == connector.id,
-                Recipient.external_id.in_(chunk),
+                one_of(session, Recipient.external_id, chunk),
                 Recipient.deleted_at.is_(None),
             )
         )
@@ -545,10 +545,10 @@ async def _apply_memberships(
         for group_ext, members in changes.member_sets.items()
         if group_ext in group_ids
     }
-    for chunk in _chunks(list(replaced)):
+    for chunk in chunks(session, list(replaced)):
         await session.execute(
             delete(Membership)
-            .where(Membership.group_id.in_(chunk))
+            .where(one_of(session, Membership.group_id, chunk))
             .execution_options(synchronize_session=False)
         )
     removes = [
@@ -567,23 +567,27 @@ async def _apply_memberships(
             removes,
         )
     adds = dict.fromkeys(
-        (group_ids[r.group_external_id], connector.id, r.member_external_id)
+        (group_ids[r.group_external_id], r.member_external_id)
         for r in changes.member_adds
         if r.group_external_id in group_ids
     )
     # Replaced groups were emptied above, so their edges cannot conflict: a plain bulk insert.
-    fresh = dict.fromkeys((g, connector.id, m) for g, members in replaced.items() for m in members)
-    await bulk_insert(
-        session,
-        Membership.__table__,
-        [{"group_id": g, "member_connector_id": c, "member_external_id": m} for g, c, m in fresh],
-    )
+    fresh = dict.fromkeys((g, m) for g, members in replaced.items() for m in members)
+    await bulk_insert(session, Membership.__table__, _edge_rows(connector.id, fresh))
     await insert_ignore(
         session,
         Membership.__table__,
-        [
-            {"group_id": g, "member_connector_id": c, "member_external_id": m}
-            for g, c, m in adds
-            if (g, c, m) not in fresh
-        ],
+        _edge_rows(connector.id, (edge for edge in adds if edge not in fresh)),
     )
+
+
+def _edge_rows(connector_id: str, edges: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "group_id": group_id,
+            "member_connector_id": connector_id,
+            "member_external_id": member,
+            "member_key": member_key(member),
+        }
+        for group_id, member in edges
+    ]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.directory import service
@@ -221,8 +223,9 @@ async def test_a_claim_withdrawn_by_its_claimant_is_forgotten(session: AsyncSess
 
 
 async def test_large_pages_round_trip_every_value(session: AsyncSession) -> None:
-    """Pages over the bulk threshold take PostgreSQL's COPY path: values must survive it."""
-    from app.directory.groups import members
+    """Pages over the bulk threshold take PostgreSQL's COPY path and SQLite's raw executemany:
+    values must survive both exactly as SQLAlchemy itself would store them."""
+    from app.directory.groups import groups_of, members
 
     graph = await make_connector(session, SourceKind.GRAPH)
     tricky = "Tab\there \\ back\\slash\nnew line \N{SNOWMAN} 'quote' \"dq\" \\N"
@@ -240,10 +243,15 @@ async def test_large_pages_round_trip_every_value(session: AsyncSession) -> None
     group = RecipientRecord("g", RecipientKind.GROUP, ("all@contoso.com",))
     edges = [MemberRef("g", f"u{i}") for i in range(450)] + [MemberRef("g", "u1")]
     ref = service.ConnectorRef.of(graph)
+    now = datetime(2026, 11, 27, 12, 0, 0, 123456, tzinfo=UTC)
     result = await service.apply(
-        session, ChangeSet(upserts=[*records, group], member_adds=edges), connector=ref
+        session, ChangeSet(upserts=[*records, group], member_adds=edges), connector=ref, now=now
     )
     assert result.added == 451
+    stamped = await session.scalar(
+        select(func.count()).select_from(Recipient).where(Recipient.first_seen_at == now)
+    )
+    assert stamped == 451  # the bulk path stores datetimes in the ORM's own format
     row = (await session.scalars(select(Recipient).where(Recipient.external_id == "u7"))).one()
     assert (row.display_name, row.enabled) == (f"{tricky} 7", False)
     assert row.attributes == {"department": tricky, "n": 7, "none": None}
@@ -254,8 +262,27 @@ async def test_large_pages_round_trip_every_value(session: AsyncSession) -> None
     }
     group_row = (await session.scalars(select(Recipient).where(Recipient.external_id == "g"))).one()
     assert len(await members(session, group_row, transitive=False)) == 450
+    assert [g.external_id for g in await groups_of(session, row, transitive=True)] == ["g"]
     # Re-applying the same large page is a no-op (duplicates skipped, nothing rewritten).
     again = await service.apply(
         session, ChangeSet(upserts=[*records, group], member_adds=edges), connector=ref
     )
     assert (again.added, again.updated, again.unchanged) == (0, 0, 451)
+
+
+async def test_deleting_a_tenant_still_takes_its_recipients_and_addresses(
+    session: AsyncSession,
+) -> None:
+    """Recipients and addresses keep no tenant key of their own; the cascade runs through
+    connectors and recipients."""
+    from sqlalchemy import delete
+
+    from app.directory.models import Tenant
+
+    graph = await make_connector(session, SourceKind.GRAPH, tenant="gone")
+    await make_connector(session, SourceKind.GRAPH, tenant="stays")
+    await make_recipient(session, graph, external_id="a", addresses=["a@contoso.com"])
+    await session.execute(delete(Tenant).where(Tenant.name == "gone"))
+    await session.flush()
+    assert await session.scalar(select(func.count()).select_from(Recipient)) == 0
+    assert await session.scalar(select(func.count()).select_from(Address)) == 0
