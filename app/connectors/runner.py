@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.connectors import cursors, guard, leases
 from app.connectors.base import Page, Source
-from app.db.maintenance import analyze, worth_analyzing
+from app.db.maintenance import analyze_grown, worth_checking
 from app.directory import service
 from app.directory.models import Connector, Domain, Tenant
 from app.directory.records import ChangeSet
@@ -214,8 +214,8 @@ async def _run_round(
                 },
                 options,
             )
-        if worth_analyzing(pages) or (page.final and round_id is not None and pages > 1):
-            await analyze(sessionmaker)
+        if worth_checking(pages) or page.final:
+            await analyze_grown(sessionmaker)
         if on_page is not None:
             on_page(stream, report.pages, report.objects)
         if after_commit is not None:
