@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -15,9 +16,18 @@ from sqlalchemy.ext.asyncio import (
 from app.settings import async_database_url
 
 
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
 def create_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> AsyncEngine:
-    """`read_only` SQLite engines begin deferred transactions, so readers never wait on writers."""
+    """`read_only` SQLite engines begin deferred transactions, so readers never wait on writers.
+
+    JSON columns (recipient attributes, connector progress) go through orjson: the standard
+    library's encoder was ~1 µs of every bulk-written row."""
     url = async_database_url(url)
+    kwargs.setdefault("json_serializer", _json_dumps)
+    kwargs.setdefault("json_deserializer", orjson.loads)
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
         _configure_sqlite(engine, read_only=read_only)
