@@ -268,6 +268,12 @@ async def test_large_pages_round_trip_every_value(session: AsyncSession) -> None
         session, ChangeSet(upserts=[*records, group], member_adds=edges), connector=ref
     )
     assert (again.added, again.updated, again.unchanged) == (0, 0, 451)
+    # The edges were all there already (PostgreSQL's direct COPY fails on the first and falls
+    # back to skipping duplicates); one new edge among them still lands.
+    newcomer = RecipientRecord("u450", RecipientKind.USER, ("u450@contoso.com",))
+    more = [*edges, MemberRef("g", "u450")]
+    await service.apply(session, ChangeSet(upserts=[newcomer], member_adds=more), connector=ref)
+    assert len(await members(session, group_row, transitive=False)) == 451
 
 
 async def test_deleting_a_tenant_still_takes_its_recipients_and_addresses(
