@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import json
 import os
 import random
@@ -225,13 +226,15 @@ async def run_rounds(
     engine = create_engine(url)
     sessionmaker = create_sessionmaker(engine)
     results = []
+    # One source for both rounds, as a connector worker keeps it (and its Graph client).
+    source = GraphSource(graph)
     try:
         async with sessionmaker.begin() as session:
             (connector,) = await ensure_env_connectors(session, settings)
         for label in ("full", "incremental"):
             if label == "incremental":
                 await asyncio.to_thread(make_changes, info, args.changes, seed=len(results))
-            source = GraphSource(graph)
+            before = copy.deepcopy(source.stats)
             timed = Timed(source)
             sim_cpu, cpu, started = cpu_seconds(sim_pid), time.process_time(), time.perf_counter()
             report = await run_cycle(
@@ -248,22 +251,23 @@ async def run_rounds(
                 Result(
                     db=kind,
                     round=label,
-                    objects=stats.objects,
-                    pages=stats.pages,
+                    objects=stats.objects - before.objects,
+                    pages=stats.pages - before.pages,
                     wall=wall,
                     roster_cpu=time.process_time() - cpu,
                     simulator_cpu=cpu_seconds(sim_pid) - sim_cpu,
-                    send=stats.client.send_seconds,
-                    parse=stats.client.parse_seconds,
-                    map=stats.map_seconds,
+                    send=stats.client.send_seconds - before.client.send_seconds,
+                    parse=stats.client.parse_seconds - before.client.parse_seconds,
+                    map=stats.map_seconds - before.map_seconds,
                     database=wall - timed.producing,
-                    requests=stats.client.requests,
-                    mbytes=stats.client.bytes / 1e6,
+                    requests=stats.client.requests - before.client.requests,
+                    mbytes=(stats.client.bytes - before.client.bytes) / 1e6,
                     peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 )
             )
             print(_row(results[-1]), flush=True)
     finally:
+        await source.aclose()
         await engine.dispose()
     return results
 

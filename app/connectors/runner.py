@@ -179,6 +179,9 @@ async def _run_round(
         stored = await cursors.load(session, connector_id, stream)
         connector = await _connector(session, connector_id)
         ref = service.ConnectorRef.of(connector)
+        # Only this round's runner (it holds the lease) adds held deletions, so once none are
+        # pending, pages need not look for objects to release until the round holds some.
+        holding = await guard.pending_count(session, connector_id) > 0
     if stored is None:
         round_id: str | None = str(uuid.uuid4())
         resume: dict[str, Any] | None = None
@@ -199,7 +202,9 @@ async def _run_round(
             now = options.clock()
             if not await leases.claim(session, connector_id, options.owner, now=now):
                 raise ConnectorBusy(f"lost the lease of connector {connector_id}")
-            await _apply_page(session, ref, stream, page, round_id, options, now, report)
+            holding = await _apply_page(
+                session, ref, stream, page, round_id, options, now, report, holding=holding
+            )
             report.pages += 1
             report.objects += len(page.changes.upserts) + len(page.changes.deletes)
             await _set_progress(
@@ -271,13 +276,17 @@ async def _apply_page(
     options: RunnerOptions,
     now: datetime,
     report: CycleReport,
-) -> None:
+    *,
+    holding: bool,
+) -> bool:
+    """Write one page; returns whether deletions may now be held for this connector."""
     changes = page.changes
     seen = [record.external_id for record in changes.upserts]
-    if seen:
+    if seen and holding:
         await guard.release_seen(session, ref.id, seen)
     if changes.deletes:
         await guard.hold(session, ref.id, changes.deletes, reason="removed", now=now)
+        holding = True
     held = ChangeSet(
         upserts=changes.upserts,
         member_adds=changes.member_adds,
@@ -299,9 +308,11 @@ async def _apply_page(
                 )
                 await guard.hold(session, ref.id, missing, reason="sweep", now=now)
         report.held_deletions = await guard.settle(session, ref, options.guard, now=now)
+        holding = report.held_deletions
     await cursors.save(
         session, ref.id, stream, page.cursor, round_id=None if page.final else round_id, now=now
     )
+    return holding
 
 
 async def _reconcile_domains(

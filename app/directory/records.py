@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class SourceKind(StrEnum):
@@ -53,9 +53,11 @@ class RecipientRecord:
     attributes: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class MemberRef:
-    """A direct group -> member edge, both ends named by the connector's external ids."""
+class MemberRef(NamedTuple):
+    """A direct group -> member edge, both ends named by the connector's external ids.
+
+    A NamedTuple: a full round builds a million of these, and one costs ~0.1 µs against ~1 µs
+    for a frozen dataclass."""
 
     group_external_id: str
     member_external_id: str

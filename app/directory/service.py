@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -30,7 +30,7 @@ from app.directory.models import (
     member_key,
     new_id,
 )
-from app.directory.records import ChangeSet, RecipientRecord, SourceKind
+from app.directory.records import ChangeSet, MemberRef, RecipientRecord, SourceKind
 from app.errors import Conflict, InvalidInput, Malformed
 
 logger = logging.getLogger(__name__)
@@ -566,18 +566,13 @@ async def _apply_memberships(
             ),
             removes,
         )
-    adds = dict.fromkeys(
-        (group_ids[r.group_external_id], r.member_external_id)
-        for r in changes.member_adds
-        if r.group_external_id in group_ids
-    )
     # Replaced groups were emptied above, so their edges cannot conflict: a plain bulk insert.
     fresh = dict.fromkeys((g, m) for g, members in replaced.items() for m in members)
     await bulk_insert(session, Membership.__table__, _edge_rows(connector.id, fresh))
     await insert_ignore(
         session,
         Membership.__table__,
-        _edge_rows(connector.id, (edge for edge in adds if edge not in fresh)),
+        _new_edge_rows(connector.id, changes.member_adds, group_ids, skip=fresh),
     )
 
 
@@ -591,3 +586,34 @@ def _edge_rows(connector_id: str, edges: Iterable[tuple[str, str]]) -> list[dict
         }
         for group_id, member in edges
     ]
+
+
+def _new_edge_rows(
+    connector_id: str,
+    adds: Iterable[MemberRef],
+    group_ids: dict[str, str],
+    *,
+    skip: Container[tuple[str, str]],
+) -> list[dict[str, Any]]:
+    """Rows for `adds` whose group is known, each edge once. One plain loop: a full Graph
+    round brings a million of these, and every extra pass over them costs ~1 µs an edge."""
+    rows: list[dict[str, Any]] = []
+    seen: set[tuple[str, str]] = set()
+    for ref in adds:
+        group_id = group_ids.get(ref.group_external_id)
+        if group_id is None:
+            continue
+        member = ref.member_external_id
+        edge = (group_id, member)
+        if edge in seen or edge in skip:
+            continue
+        seen.add(edge)
+        rows.append(
+            {
+                "group_id": group_id,
+                "member_connector_id": connector_id,
+                "member_external_id": member,
+                "member_key": member_key(member),
+            }
+        )
+    return rows

@@ -40,6 +40,7 @@ from app.connectors.graph.credentials import (
     GraphCredentialSettings,
     credential_factory,
 )
+from app.connectors.graph.transport import AiohttpTransport
 from app.logging import RedactingFilter
 
 logger = logging.getLogger(__name__)
@@ -152,12 +153,15 @@ class GraphClient:
         self._host = parts.hostname or ""
         self._credential_factory = credential_factory
         self._default_delay = default_retry_delay
-        verify: ssl.SSLContext | bool = True
-        if ca_bundle:
-            verify = ssl.create_default_context(cafile=ca_bundle)
+        # The CA store httpx would use (certifi, or SSL_CERT_FILE), or the configured bundle.
+        verify = (
+            ssl.create_default_context(cafile=ca_bundle)
+            if ca_bundle
+            else httpx.create_ssl_context()
+        )
         # msgraph-core wraps the transport in AsyncGraphTransport, whose aclose() does not close
         # the wrapped one: keep our own handle so aclose() really releases the connections.
-        self._transport = httpx.AsyncHTTPTransport(verify=verify)
+        self._transport = AiohttpTransport(verify=verify)
         self._http = GraphClientFactory.create_with_default_middleware(
             client=httpx.AsyncClient(
                 transport=self._transport, timeout=httpx.Timeout(timeout, connect=10.0)

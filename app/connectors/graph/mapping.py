@@ -61,49 +61,54 @@ def smtp_addresses(obj: Mapping[str, Any]) -> tuple[list[str], str | None]:
     """`mail` and the SMTP proxies, de-duplicated case-insensitively, primary first."""
     primary: str | None = None
     found: list[str] = []
-    for proxy in obj.get("proxyAddresses") or []:
+    for proxy in obj.get("proxyAddresses") or ():
         if not isinstance(proxy, str) or proxy[:5].lower() != "smtp:" or "@" not in proxy:
             continue  # X500:, SIP:, SPO:, EUM:, X400: are not SMTP addresses
         address = proxy[5:].strip()
-        if proxy.startswith("SMTP:") and primary is None:
+        if primary is None and proxy.startswith("SMTP:"):
             primary = address
         found.append(address)
     mail = obj.get("mail")
     if isinstance(mail, str) and "@" in mail:
-        found.append(mail.strip())
-        primary = primary or mail.strip()  # `mail` is the primary SMTP address
-    ordered = ([primary] if primary else []) + found
-    seen: set[str] = set()
-    unique = []
-    for address in ordered:
-        if address.lower() not in seen:
-            seen.add(address.lower())
-            unique.append(address)
-    return unique, primary
+        mail = mail.strip()
+        found.append(mail)
+        primary = primary or mail  # `mail` is the primary SMTP address
+    unique: dict[str, str] = {}  # lower-cased -> first spelling seen
+    if primary:
+        unique[primary.lower()] = primary
+    for address in found:
+        unique.setdefault(address.lower(), address)
+    return list(unique.values()), primary
 
 
 def _filter(addresses: list[str], primary: str | None,
             accepted: frozenset[str] | None) -> tuple[tuple[str, ...], str | None]:  # fmt: skip
-    kept = tuple(
-        a for a in addresses
-        if "#ext#" not in a.lower()  # a guest's UPN form is never deliverable
-        and (accepted is None or a.rpartition("@")[2].lower() in accepted)
-    )  # fmt: skip
-    if primary is not None and primary.lower() not in {a.lower() for a in kept}:
-        primary = None
-    return kept, primary
+    wanted = primary.lower() if primary is not None else None
+    kept = []
+    has_primary = False
+    for address in addresses:
+        lowered = address.lower()
+        if "#ext#" in lowered:
+            continue  # a guest's UPN form is never deliverable
+        if accepted is not None and lowered.rpartition("@")[2] not in accepted:
+            continue
+        kept.append(address)
+        has_primary = has_primary or lowered == wanted
+    return tuple(kept), primary if has_primary else None
 
 
 def _attributes(obj: Mapping[str, Any], names: Iterable[str]) -> dict[str, Any]:
-    return {name: obj[name] for name in names if obj.get(name) is not None}
+    return {name: value for name in names if (value := obj.get(name)) is not None}
 
 
 def map_user(obj: Mapping[str, Any], accepted: frozenset[str] | None = None) -> RecipientRecord:
     """A disabled account is still a recipient (shared mailboxes are disabled users); it is
     only called a shared/room/equipment mailbox when `mailboxSettings.userPurpose` says so."""
     addresses, primary = _filter(*smtp_addresses(obj), accepted)
-    purpose = (obj.get("mailboxSettings") or {}).get("userPurpose")
-    kind = USER_PURPOSE_KINDS.get(str(purpose).lower(), RecipientKind.USER)
+    kind = RecipientKind.USER
+    if settings := obj.get("mailboxSettings"):
+        purpose = settings.get("userPurpose")
+        kind = USER_PURPOSE_KINDS.get(str(purpose).lower(), RecipientKind.USER)
     return RecipientRecord(
         external_id=str(obj["id"]),
         kind=kind,
@@ -176,18 +181,35 @@ def member_changes(
     return adds, removes
 
 
-def _member_wanted(item: Any) -> bool:
-    return next(iter(_member_items((item,))), None) is not None
-
-
 def _member_items(members_delta: Iterable[Any]) -> Iterator[tuple[str, bool]]:
     for item in members_delta:
         if not isinstance(item, dict) or not item.get("id"):
             continue
         odata_type = item.get("@odata.type")
-        if odata_type is not None and odata_type.lower() not in MEMBER_TYPES:
+        if odata_type is not None and str(odata_type).lower() not in MEMBER_TYPES:
             continue  # devices, service principals: not mail recipients
         yield str(item["id"]), "@removed" not in item
+
+
+def _member_slice(members_delta: list[Any]) -> dict[str, bool]:
+    """member id -> True = added, False = removed; a repeated member: the last item wins.
+
+    The hot path of a full round (~10 items per user): one comprehension covers the common
+    slice, where every item is a user, group or contact with a string id, and any other slice
+    (devices, other spellings of the type, repeats, malformed items) takes `_member_items`.
+    """
+    try:
+        changes = {
+            item["id"]: "@removed" not in item
+            for item in members_delta
+            if item["@odata.type"] in _EXACT_MEMBER_TYPES
+        }
+    except (KeyError, TypeError):
+        changes = None
+    if changes is None or len(changes) != len(members_delta) or set(map(type, changes)) != {str}:
+        return dict(_member_items(members_delta))
+    changes.pop("", None)
+    return changes
 
 
 def map_page(
@@ -200,7 +222,7 @@ def map_page(
     mapper = MAPPERS[resource]
     records: dict[str, RecipientRecord | None] = {}  # None = removed
     soft: dict[str, bool] = {}
-    members: dict[tuple[str, str], bool] = {}  # (group, member) -> True = add
+    members: dict[str, dict[str, bool]] = {}  # group -> member -> True = add
     skipped = 0
     for obj in objects:
         obj_id = obj.get("id")
@@ -212,19 +234,30 @@ def map_page(
             records[obj_id] = None
             soft[obj_id] = isinstance(removed, Mapping) and removed.get("reason") == "changed"
             continue
-        if resource == "groups" and "members@delta" in obj:
-            for item in obj.get("members@delta") or ():  # hot loop: ~1M items in a full round
-                odata_type = item.get("@odata.type") if isinstance(item, dict) else None
-                if odata_type not in _EXACT_MEMBER_TYPES and not _member_wanted(item):
-                    continue
-                if member_id := item.get("id"):
-                    members[obj_id, str(member_id)] = "@removed" not in item
-        if not set(obj) <= _MEMBERSHIP_ONLY_KEYS:  # a bare membership slice carries no properties
+        if resource == "groups":
+            members_delta = obj.get("members@delta")
+            if isinstance(members_delta, list) and members_delta:
+                changes = _member_slice(members_delta)
+                if obj_id in members:  # the group came back on this page with another slice
+                    members[obj_id].update(changes)
+                else:
+                    members[obj_id] = changes
+        if not obj.keys() <= _MEMBERSHIP_ONLY_KEYS:  # a bare membership slice has no properties
             records[obj_id] = mapper(obj, accepted)
-    changes = ChangeSet(
-        upserts=[r for r in records.values() if r is not None],
-        deletes=[i for i, r in records.items() if r is None],
-        member_adds=[MemberRef(g, m) for (g, m), added in members.items() if added],
-        member_removes=[MemberRef(g, m) for (g, m), added in members.items() if not added],
+    adds: list[MemberRef] = []
+    removes: list[MemberRef] = []
+    for group_id, changes in members.items():
+        added = [MemberRef(group_id, m) for m, is_added in changes.items() if is_added]
+        adds += added
+        if len(added) < len(changes):
+            removes += [MemberRef(group_id, m) for m, is_added in changes.items() if not is_added]
+    return MappedPage(
+        ChangeSet(
+            upserts=[r for r in records.values() if r is not None],
+            deletes=[i for i, r in records.items() if r is None],
+            member_adds=adds,
+            member_removes=removes,
+        ),
+        skipped,
+        [i for i, r in records.items() if r is None and soft[i]],
     )
-    return MappedPage(changes, skipped, [i for i in changes.deletes if soft.get(i)])

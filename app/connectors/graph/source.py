@@ -8,6 +8,7 @@ runner commits each page with its cursor, so a crash resumes from the last commi
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -33,6 +34,10 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 STREAM_ORDER = ("users", "groups", "contacts")  # users first: its final page carries the domains
+# A client (connections, credential, cached token) outlives its round by this long: webhook-driven
+# rounds come seconds apart and the streams of one cycle back to back, and building a client
+# (TLS contexts, a token request) costs more CPU than a small round itself.
+CLIENT_IDLE_SECONDS = 60.0
 STREAM_PERMISSIONS = {
     "users": "User.Read.All",
     "groups": "GroupMember.Read.All",
@@ -60,8 +65,10 @@ class SourceStats:
 
 
 class GraphSource:
-    """One tenant's Graph directory. A new client (and token) per round: rounds are minutes
-    apart, and nothing is left open between them."""
+    """One tenant's Graph directory. Rounds share one client while they come less than
+    `client_idle` seconds apart; an idle client is closed by a task of the event loop (so it
+    is also closed when that loop shuts down), a failed round closes it at once, and so does
+    `aclose()`."""
 
     kind = SourceKind.GRAPH
 
@@ -70,6 +77,7 @@ class GraphSource:
         settings: GraphSettings,
         *,
         client_factory: Callable[[], GraphClient] | None = None,
+        client_idle: float = CLIENT_IDLE_SECONDS,
     ) -> None:
         unknown = sorted(set(settings.streams) - set(STREAM_ORDER))
         if unknown:
@@ -81,6 +89,11 @@ class GraphSource:
             raise PermanentSourceError("no Graph stream configured (ROSTER_GRAPH__STREAMS)")
         self._settings = settings
         self._client_factory = client_factory or (lambda: GraphClient.from_settings(settings))
+        self._client_idle = client_idle
+        self._client: GraphClient | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
+        self._rounds = 0  # rounds using the client now
+        self._closer: asyncio.Task[None] | None = None
         self.stats = SourceStats()
 
     async def pages(self, stream: str, cursor: dict[str, Any] | None) -> AsyncIterator[Page]:
@@ -89,11 +102,8 @@ class GraphSource:
             raise PermanentSourceError(f"Graph stream {stream!r} is not configured")
         select = DEFAULT_SELECT[stream]
         fingerprint = _fingerprint(select)
-        try:
-            client = self._client_factory()
-        except ValueError as exc:  # e.g. a non-https base URL or authority
-            raise PermanentSourceError(f"Graph settings are not usable: {exc}") from exc
-        open_ = True
+        client = self._acquire()
+        released = False
         try:
             # /domains has no delta: read it every round (Microsoft Learn "List domains").
             domains = await _translated(stream, client.fetch_domains())
@@ -151,10 +161,10 @@ class GraphSource:
                     delta.is_final,
                 )
                 if delta.is_final:
-                    # All network I/O is done: close before the last yield, because the runner
-                    # stops iterating after the final page.
-                    open_ = False
-                    await self._close(client)
+                    # All network I/O is done: release before the last yield, because the
+                    # runner stops iterating after the final page.
+                    released = True
+                    await self._release(client, keep=True)
                     yield page
                     return
                 held = time.perf_counter()
@@ -162,7 +172,56 @@ class GraphSource:
                 self.stats.apply_seconds += time.perf_counter() - held
                 url = link
         finally:
-            if open_:
+            if not released:  # a failed or abandoned round: close the client now
+                await self._release(client, keep=False)
+
+    async def aclose(self) -> None:
+        """Close the shared client now (a later round builds a new one)."""
+        if self._closer is not None:
+            self._closer.cancel()
+            self._closer = None
+        client, self._client = self._client, None
+        if client is not None and self._client_loop is asyncio.get_running_loop():
+            await self._close(client)
+
+    def _acquire(self) -> GraphClient:
+        """The client for a round: the shared one, or a new one on first use, after an idle
+        close, or when the event loop changed (connections belong to their loop)."""
+        loop = asyncio.get_running_loop()
+        if self._closer is not None:
+            self._closer.cancel()
+            self._closer = None
+        if self._client is None or self._client_loop is not loop:
+            try:
+                self._client = self._client_factory()
+            except ValueError as exc:  # e.g. a non-https base URL or authority
+                raise PermanentSourceError(f"Graph settings are not usable: {exc}") from exc
+            self._client_loop = loop
+        self._rounds += 1
+        return self._client
+
+    async def _release(self, client: GraphClient, *, keep: bool) -> None:
+        self._rounds -= 1
+        self.stats.add_client(client.stats)
+        client.stats = ClientStats()
+        if self._rounds > 0 or client is not self._client:
+            return  # another round still uses it, or it was already replaced
+        if keep:
+            self._closer = asyncio.get_running_loop().create_task(
+                self._close_when_idle(client), name="graph-client-idle"
+            )
+        else:
+            self._client = None
+            await self._close(client)
+
+    async def _close_when_idle(self, client: GraphClient) -> None:
+        try:
+            await asyncio.sleep(self._client_idle)
+        finally:
+            # Also on cancellation by the loop's shutdown; a new round cancels this task
+            # before it uses the client, and then the client stays.
+            if self._rounds == 0 and self._client is client:
+                self._client = None
                 await self._close(client)
 
     def _start_url(
@@ -189,7 +248,6 @@ class GraphSource:
         return link
 
     async def _close(self, client: GraphClient) -> None:
-        self.stats.add_client(client.stats)
         try:
             await client.aclose()
         except Exception as exc:  # closing must never hide the round's own outcome

@@ -233,3 +233,54 @@ def test_page_member_items_without_id_or_of_other_types_are_ignored() -> None:
         ],
     )
     assert mapped.changes.member_adds == [MemberRef("g1", "c1")]
+
+
+def test_page_member_slices_merge_and_the_last_item_for_a_pair_wins() -> None:
+    user = "#microsoft.graph.user"
+    mapped = map_page(
+        "groups",
+        [
+            {"id": "g1", "displayName": "One", "members@delta": [
+                {"@odata.type": user, "id": "u1"},
+                {"@odata.type": user, "id": "u2"},
+            ]},
+            {"id": "g2", "members@delta": [
+                {"@odata.type": user, "id": "u1"},
+                {"@odata.type": user, "id": "u1", "@removed": {"reason": "deleted"}},
+                {"@odata.type": "#microsoft.graph.User", "id": "u3"},
+                {"@odata.type": user, "id": 7},
+                {"id": "u4"},
+                {"@odata.type": user, "id": ""},
+            ]},
+            {"id": "g1", "members@delta": [
+                {"@odata.type": user, "id": "u2", "@removed": {"reason": "deleted"}},
+                {"@odata.type": "#microsoft.graph.orgContact", "id": "c1"},
+            ]},
+            {"id": "g3", "members@delta": "not a list"},
+        ],
+    )  # fmt: skip
+    assert [r.external_id for r in mapped.changes.upserts] == ["g1"]
+    assert set(mapped.changes.member_adds) == {
+        MemberRef("g1", "u1"), MemberRef("g1", "c1"),
+        MemberRef("g2", "u3"), MemberRef("g2", "7"), MemberRef("g2", "u4"),
+    }  # fmt: skip
+    assert set(mapped.changes.member_removes) == {MemberRef("g1", "u2"), MemberRef("g2", "u1")}
+    assert len(mapped.changes.member_adds) == 5
+
+
+def test_addresses_keep_the_first_spelling_and_the_primary_survives_case_changes() -> None:
+    record = map_user(
+        {
+            "id": "u4",
+            "mail": "frank@contoso.com",
+            "proxyAddresses": [
+                "smtp:Frank@Contoso.com",
+                "SMTP:FRANK@CONTOSO.COM",
+                "Smtp:f@contoso.com",
+                "smtp:frank_x.com#EXT#@contoso.onmicrosoft.com",
+            ],
+        },
+        ACCEPTED,
+    )
+    assert record.primary == "FRANK@CONTOSO.COM"
+    assert record.addresses == ("FRANK@CONTOSO.COM", "f@contoso.com")

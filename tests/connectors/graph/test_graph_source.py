@@ -6,6 +6,7 @@ The real msgraph-sdk and azure-identity talk HTTPS to the simulator; the oracle 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.connectors import status
 from app.connectors.base import Page
+from app.connectors.graph.client import GraphClient
 from app.connectors.graph.source import GraphSource
 from app.connectors.guard import GuardSettings
 from app.connectors.runner import RunnerOptions, approve_deletions, run_cycle
@@ -55,8 +57,10 @@ def graph_settings(simulator: RunningSimulator) -> GraphSettings:
 
 
 @pytest.fixture
-def source(graph_settings: GraphSettings) -> GraphSource:
-    return GraphSource(graph_settings)
+async def source(graph_settings: GraphSettings) -> AsyncIterator[GraphSource]:
+    source = GraphSource(graph_settings)
+    yield source
+    await source.aclose()
 
 
 @pytest.fixture
@@ -500,3 +504,35 @@ async def test_unusable_credentials_fail_the_round_with_a_clear_error(
     async with sessionmaker() as session:
         count = await session.scalar(select(func.count()).select_from(Recipient))
     assert count == 0
+
+
+async def test_rounds_close_together_share_one_client_and_an_idle_one_is_closed(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    connector_id: str,
+    graph_settings: GraphSettings,
+    simulator: RunningSimulator,
+    options: RunnerOptions,
+) -> None:
+    built: list[GraphClient] = []
+
+    def build() -> GraphClient:
+        built.append(GraphClient.from_settings(graph_settings))
+        return built[-1]
+
+    source = GraphSource(graph_settings, client_factory=build)
+    try:
+        assert (await cycle(sessionmaker, connector_id, source, options, full=True)).ok
+        simulator.state.add_user(mail="shared.client@contoso.com")
+        assert (await cycle(sessionmaker, connector_id, source, options)).ok
+        assert len(built) == 1  # both streams, both rounds: one client, one token
+        assert source.stats.client.requests > 4  # each round's traffic is still counted
+    finally:
+        await source.aclose()
+
+    idle = GraphSource(graph_settings, client_factory=build, client_idle=0.0)
+    assert (await cycle(sessionmaker, connector_id, idle, options)).ok
+    await asyncio.sleep(0.1)  # the idle client closes
+    assert idle._client is None
+    assert (await cycle(sessionmaker, connector_id, idle, options)).ok
+    assert len(built) >= 3
+    await idle.aclose()
