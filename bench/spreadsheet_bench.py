@@ -18,8 +18,11 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_S = 20.0
@@ -50,6 +53,29 @@ def drop_database(postgres: str, name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@contextmanager
+def timing_apply() -> Iterator[list[float]]:
+    """Wall seconds spent in `directory.service.apply` (the write path every connector shares),
+    so "db s" splits into the spreadsheet connector's own state load and diff, and the apply."""
+    from app.directory import service
+
+    spent = [0.0]
+    original = service.apply
+
+    async def timed(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return await original(*args, **kwargs)
+        finally:
+            spent[0] += time.perf_counter() - started
+
+    service.apply = timed
+    try:
+        yield spent
+    finally:
+        service.apply = original
+
+
 async def timed_import(url: str, path: Path) -> dict[str, float | int]:
     from app.connectors.spreadsheet.importer import read_upload, run_import
     from app.connectors.spreadsheet.report import ImportOptions
@@ -58,18 +84,20 @@ async def timed_import(url: str, path: Path) -> dict[str, float | int]:
     options = ImportOptions(max_bytes=256 * 2**20)
     engine = create_engine(url)
     try:
-        wall = time.perf_counter()
-        sheet = await read_upload(path, filename=path.name, options=options)
-        read_s = time.perf_counter() - wall
-        async with create_sessionmaker(engine).begin() as session:
-            report = await run_import(session, sheet, filename=path.name, options=options)
-        total = time.perf_counter() - wall
+        with timing_apply() as apply_s:
+            wall = time.perf_counter()
+            sheet = await read_upload(path, filename=path.name, options=options)
+            read_s = time.perf_counter() - wall
+            async with create_sessionmaker(engine).begin() as session:
+                report = await run_import(session, sheet, filename=path.name, options=options)
+            total = time.perf_counter() - wall
     finally:
         await engine.dispose()
     assert report.error_count == 0, report.errors[:3]
     return {
         "read_s": round(read_s, 2),
         "db_s": round(total - read_s, 2),
+        "apply_s": round(apply_s[0], 2),
         "total_s": round(total, 2),
         "adds": report.adds,
         "unchanged": report.unchanged,
@@ -131,11 +159,12 @@ def main() -> None:
         f"Import of {args.rows:,} rows (each: email, display name, 2 aliases, enabled, kind, "
         "1 of 100 groups, 2 attributes) into a fresh database: read + diff + apply + report in "
         f"one transaction. Target < {TARGET_S:.0f} s. Re-import = the same file again "
-        "(nothing changes).",
+        "(nothing changes). db s = everything after reading; apply s = the part of it spent in "
+        "directory.service.apply (the rest is the connector's state load, diff and report).",
         "",
-        "| file | database | read s | db s | total s | CPU s | peak RSS MiB (base) | re-import s "
-        "| target |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| file | database | read s | db s | apply s | total s | CPU s | peak RSS MiB (base) "
+        "| re-import s | target |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
@@ -164,8 +193,8 @@ def main() -> None:
                 ok = "met" if first["total_s"] < TARGET_S else "MISSED"
                 lines.append(
                     f"| {kind} ({sizes[kind]}) | {engine} | {first['read_s']} | {first['db_s']} "
-                    f"| {first['total_s']} | {r['cpu_s']} | {r['peak_rss_mib']} "
-                    f"({r['baseline_rss_mib']}) | {again['total_s']} | {ok} |"
+                    f"| {first['apply_s']} | {first['total_s']} | {r['cpu_s']} "
+                    f"| {r['peak_rss_mib']} ({r['baseline_rss_mib']}) | {again['total_s']} | {ok} |"
                 )
                 print(lines[-1], flush=True)
     text = "\n".join(lines) + "\n"

@@ -110,7 +110,7 @@ def parse_kind(value: str) -> RecipientKind:
 
 def parse_address(value: str) -> str:
     value = address = value.strip()
-    match = _PREFIX.fullmatch(address)
+    match = _PREFIX.fullmatch(address) if ":" in address else None
     if match and match.group(1).casefold() == "smtp":
         address = match.group(2)
     try:
@@ -134,9 +134,10 @@ def parse_address_list(value: str) -> tuple[str, ...]:
     for piece in value.split(";"):
         if _is_foreign_proxy(piece):  # may itself contain commas (X500 paths)
             continue
-        for item in piece.split(","):
-            if not item.strip() or _is_foreign_proxy(item):
-                continue
+        items = piece.split(",")
+        for item in items:
+            if not item.strip() or (len(items) > 1 and _is_foreign_proxy(item)):
+                continue  # (a piece without commas was checked just above)
             address = parse_address(item)
             if address not in addresses:
                 addresses.append(address)
@@ -144,11 +145,15 @@ def parse_address_list(value: str) -> tuple[str, ...]:
 
 
 def _is_foreign_proxy(item: str) -> bool:
+    if ":" not in item:
+        return False
     match = _PREFIX.fullmatch(item.strip())
     return match is not None and match.group(1).casefold() != "smtp"
 
 
 def parse_text_list(value: str) -> tuple[str, ...]:
+    if not value:
+        return ()
     items: list[str] = []
     for item in re.split(r"[;,]", value):
         text = item.strip()

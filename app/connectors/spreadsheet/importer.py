@@ -205,10 +205,10 @@ async def _load_state(
     accepted = set(
         (await db.execute(select(Domain.name).where(Domain.tenant_id == tenant_id))).scalars()
     )
-    connectors = {
-        c.id: c
-        for c in await session.scalars(select(Connector).where(Connector.tenant_id == tenant_id))
-    }
+    authoritative = {k.value for k in SourceKind if k.is_authoritative}
+    where: dict[str, tuple[str, bool]] = {}  # connector id -> (description, authoritative)
+    for c in await session.scalars(select(Connector).where(Connector.tenant_id == tenant_id)):
+        where[c.id] = (f"{c.kind} connector {c.name!r}", c.kind in authoritative)
     stored: dict[str, Stored] = {}
     by_id: dict[str, Stored] = {}
     ext_of: dict[str, str] = {}
@@ -223,7 +223,7 @@ async def _load_state(
             Recipient.deleted_at,
         ).where(Recipient.connector_id == connector_id)
     )
-    for rid, ext, kind, name, enabled, attributes, deleted_at in recipients:
+    for rid, ext, kind, name, enabled, attributes, deleted_at in recipients.all():
         item = Stored(kind, name, enabled, attributes or {}, deleted_at is not None)
         stored[ext] = by_id[rid] = item
         ext_of[rid] = ext
@@ -254,28 +254,26 @@ async def _load_state(
     else:
         batches = [query.where(Address.address.in_(c)) for c in _chunks(sorted(wanted))]
     owners: dict[str, Owner] = {}
-    authoritative = {k.value for k in SourceKind if k.is_authoritative}
-    where = {cid: f"{c.kind} connector {c.name!r}" for cid, c in connectors.items()}
+    owner_of: dict[str, Owner] = {}  # recipient id -> its Owner, shared by its addresses
     for batch in batches:
-        for address, rid, is_primary, cid, ext, kind, name in await db.execute(batch):
+        for address, rid, is_primary, cid, ext, kind, name in (await db.execute(batch)).all():
             if whole and cid == connector_id:
                 _add_address(by_id[rid], address, is_primary)
             if address in wanted:
-                owner_kind = connectors[cid].kind if cid in connectors else ""
-                owners[address] = Owner(
-                    cid,
-                    ext,
-                    kind,
-                    f"{name or ext} ({where.get(cid, 'another connector')})",
-                    owner_kind in authoritative,
-                )
+                owner = owner_of.get(rid)
+                if owner is None:
+                    description, is_authoritative = where.get(cid, ("another connector", False))
+                    owner = owner_of[rid] = Owner(
+                        cid, ext, kind, f"{name or ext} ({description})", is_authoritative
+                    )
+                owners[address] = owner
     if not whole:
         own = await db.execute(
             select(Address.recipient_id, Address.address, Address.is_primary)
             .join(Recipient, Recipient.id == Address.recipient_id)
             .where(Recipient.connector_id == connector_id)
         )
-        for rid, address, is_primary in own:
+        for rid, address, is_primary in own.all():
             _add_address(by_id[rid], address, is_primary)
 
     members: dict[str, set[str]] = {}
@@ -288,7 +286,7 @@ async def _load_state(
             Membership.member_connector_id == connector_id,
         )
     )
-    for gid, member in member_rows:
+    for gid, member in member_rows.all():
         members.setdefault(ext_of[gid], set()).add(member)
     pending = set(
         (

@@ -24,6 +24,7 @@ from app.connectors.spreadsheet.results import RowError, SheetRow
 from app.directory.addresses import domain_of
 
 _GROUP = RecipientKind.GROUP
+_KIND_VALUES = {kind: kind.value for kind in RecipientKind}  # Enum.value is slow per row
 _MAX_PASSES = 5  # a refused group row can refuse the rows naming it; settles in a few passes
 
 
@@ -84,10 +85,18 @@ class Plan:
     wanted: list[str]  # external ids the file keeps: held deletions of these are released
 
 
-def record_of(row: SheetRow, kind: RecipientKind) -> RecipientRecord:
+def attributes_of(row: SheetRow) -> dict[str, Any]:
     attributes: dict[str, Any] = dict(row.attributes)
     if row.permissions:
         attributes["permissions"] = list(row.permissions)
+    return attributes
+
+
+def record_of(
+    row: SheetRow, kind: RecipientKind, attributes: dict[str, Any] | None = None
+) -> RecipientRecord:
+    if attributes is None:
+        attributes = attributes_of(row)
     return RecipientRecord(
         external_id=row.email,
         kind=kind,
@@ -103,17 +112,21 @@ def bare_group(address: str) -> RecipientRecord:
     return RecipientRecord(external_id=address, kind=_GROUP, addresses=(address,), primary=address)
 
 
-def changed_fields(record: RecipientRecord, stored: Stored) -> list[str]:
+def changed_fields(
+    row: SheetRow, kind: RecipientKind, attributes: dict[str, Any], stored: Stored
+) -> list[str]:
+    """What `record_of(row, kind, attributes)` would change; no record is built for the
+    (usually many) unchanged rows."""
     fields = []
-    if record.kind.value != stored.kind:
+    if _KIND_VALUES[kind] != stored.kind:
         fields.append("kind")
-    if record.display_name != stored.display_name:
+    if row.display_name != stored.display_name:
         fields.append("display name")
-    if record.enabled != stored.enabled:
+    if row.enabled != stored.enabled:
         fields.append("enabled")
-    if dict(record.attributes) != stored.attributes:
+    if attributes != stored.attributes:
         fields.append("attributes")
-    if set(record.addresses) != stored.addresses or stored.primary != record.primary:
+    if {row.email, *row.aliases} != stored.addresses or stored.primary != row.email:
         fields.append("aliases")
     return fields
 
@@ -147,7 +160,7 @@ class _Planner:
 
     def _domain_ok(self, address: str) -> bool:
         domain = domain_of(address)
-        if domain in self.state.accepted_domains:
+        if domain in self.state.accepted_domains:  # also tested inline by the per-row loops
             return True
         if self.add_domains:
             self.new_domains.add(domain)
@@ -157,10 +170,12 @@ class _Planner:
     def check_addresses(self) -> None:
         """Domains and owners of each row's own addresses; independent of the other rows."""
         own = self.state.connector_id
+        owners = self.state.owners
+        accepted = self.state.accepted_domains
         for row in self.rows:
-            for i, address in enumerate((row.email, *row.aliases)):
-                column = self.columns.email if i == 0 else self.columns.aliases
-                if not self._domain_ok(address):
+            column = self.columns.email
+            for address in (row.email, *row.aliases):
+                if address.rpartition("@")[2] not in accepted and not self._domain_ok(address):
                     domain = domain_of(address)
                     self.refuse(
                         row,
@@ -168,17 +183,20 @@ class _Planner:
                         f"{address}: {domain} is not an accepted domain; add it first "
                         f"(roster domains add {domain}) or import with --add-domains",
                     )
-                    continue
-                owner = self.state.owners.get(address)
-                if owner is not None and owner.connector_id != own:
-                    self.refuse(row, column, _conflict(address, owner))
+                else:
+                    owner = owners.get(address)
+                    if owner is not None and owner.connector_id != own:
+                        self.refuse(row, column, _conflict(address, owner))
+                column = self.columns.aliases
 
     def resolve_groups(self, good: list[SheetRow]) -> tuple[dict[str, str], set[str]]:
         """Group address -> external id, and the emails of rows that are groups."""
-        by_address = {a: r for r in good for a in (r.email, *r.aliases)}
+        named = {g for r in good for g in r.groups}
+        by_address = {a: r for r in good for a in (r.email, *r.aliases) if a in named}
         targets: dict[str, str] = {}
         group_rows: set[str] = set()
         own = self.state.connector_id
+        accepted = self.state.accepted_domains
         for row in good:
             for address in row.groups:
                 target = by_address.get(address)
@@ -194,7 +212,7 @@ class _Planner:
                     targets[address] = target.email
                     group_rows.add(target.email)
                     continue
-                if not self._domain_ok(address):
+                if address.rpartition("@")[2] not in accepted and not self._domain_ok(address):
                     domain = domain_of(address)
                     self.refuse(
                         row,
@@ -214,7 +232,7 @@ class _Planner:
                         "to another source's group. Manage its members there, or name a "
                         "different group address",
                     )
-                elif owner.kind != _GROUP.value:
+                elif owner.kind != _KIND_VALUES[_GROUP]:
                     self.refuse(
                         row,
                         self.columns.groups,
@@ -245,10 +263,17 @@ class _Planner:
         rewrite can only move if that object is removed first (replace, guard not holding)."""
         own = self.state.connector_id
         rewritten = {r.email for r in good}  # their old addresses are released in the same apply
+        held_elsewhere = {
+            address: owner
+            for address, owner in self.state.owners.items()
+            if owner.connector_id == own and owner.external_id not in rewritten
+        }
+        if not held_elsewhere:  # a first import, or a re-import of the same rows
+            return
         for row in good:
             for i, address in enumerate((row.email, *row.aliases)):
-                owner = self.state.owners.get(address)
-                if owner is None or owner.connector_id != own or owner.external_id in rewritten:
+                owner = held_elsewhere.get(address)
+                if owner is None:
                     continue
                 if owner.external_id in keep or owner.external_id not in removed:
                     column = self.columns.email if i == 0 else self.columns.aliases
@@ -297,31 +322,32 @@ class _Planner:
                 groups_of.setdefault(member, set()).add(group)
         diff = Diff()
         upserts: list[RecipientRecord] = []
+        no_groups: set[str] = set()
         for row in good:
             kind = _GROUP if row.email in group_rows else row.kind
-            record = record_of(row, kind)
             current = stored.get(row.email)
             if current is None or current.deleted:
-                diff.adds.append(DiffRow(row.row, row.email, kind.value))
-                upserts.append(record)
+                diff.adds.append(DiffRow(row.row, row.email, _KIND_VALUES[kind]))
+                upserts.append(record_of(row, kind))
                 continue
-            fields = changed_fields(record, current)
+            attributes = attributes_of(row)
+            fields = changed_fields(row, kind, attributes, current)
             if fields:
-                upserts.append(record)
-            old_groups = groups_of.get(row.email, set())
+                upserts.append(record_of(row, kind, attributes))
+            old_groups = groups_of.get(row.email, no_groups)
             new_groups = {targets[g] for g in row.groups if g in targets}
             if old_groups != new_groups:
                 fields.append("groups")
             if fields:
-                diff.updates.append(DiffRow(row.row, row.email, kind.value, tuple(fields)))
+                diff.updates.append(DiffRow(row.row, row.email, _KIND_VALUES[kind], tuple(fields)))
             else:
-                diff.unchanged.append(DiffRow(row.row, row.email, kind.value))
+                diff.unchanged.append(DiffRow(row.row, row.email, _KIND_VALUES[kind]))
         for address, ext in sorted(targets.items()):
             if ext in group_rows or ext != address:
                 continue
             current = stored.get(ext)
             if current is None or current.deleted:
-                diff.adds.append(DiffRow(None, ext, _GROUP.value))
+                diff.adds.append(DiffRow(None, ext, _KIND_VALUES[_GROUP]))
                 upserts.append(bare_group(ext))
         removed = sorted(pending) if not held else []
         for ext in removed:

@@ -203,7 +203,9 @@ def read_spreadsheet(
 
 
 def _is_blank(cells: list[str]) -> bool:
-    return not any(c.strip() or isinstance(c, FormulaCell) for c in cells)
+    if "".join(cells).strip():  # one C call for the usual row with values
+        return False
+    return not any(isinstance(c, FormulaCell) for c in cells)
 
 
 def _first_row(records: Iterator[tuple[int, list[str]]]) -> tuple[int, list[str]]:

@@ -10,7 +10,7 @@ import pytest
 from openpyxl import Workbook
 
 from app.connectors.base import RecipientKind
-from app.connectors.spreadsheet import SpreadsheetError, read_spreadsheet
+from app.connectors.spreadsheet import SpreadsheetError, package, read_spreadsheet, xlsx
 from tests.connectors.spreadsheet.files import (
     MAIN_NS,
     handmade_xlsx,
@@ -132,3 +132,45 @@ def _save(workbook: Workbook) -> bytes:
     buffer = io.BytesIO()
     workbook.save(buffer)
     return buffer.getvalue()
+
+
+def test_markup_after_a_cell_never_changes_its_value() -> None:
+    """Text and formulas outside a cell (whitespace, data validations in <extLst>) and phonetic
+    runs are not part of any value, even for the last cell of the sheet."""
+    rows = inline_row(1, ["email", "name"]) + (
+        '<row r="2">\n  <c r="B2" t="inlineStr">\n    <is><r><t>An</t></r>\n    <r><t>n</t></r>'
+        '<rPh sb="0" eb="1"><t>ignored</t></rPh></is>\n  </c>\n'
+        '  <c r="A2" t="inlineStr"><is><t>a@example.com</t></is></c>\n</row>'
+    )
+    validations = (
+        '<extLst><ext xmlns:x14="urn:x14" xmlns:xm="urn:xm" uri="{CCE6A557}">'
+        "<x14:dataValidations><x14:dataValidation><x14:formula1><xm:f>Lists!$A$1:$A$3</xm:f>"
+        "</x14:formula1><xm:sqref>B2</xm:sqref></x14:dataValidation></x14:dataValidations>"
+        "<t>stray</t></ext></extLst></worksheet>"
+    )
+    data = handmade_xlsx(sheet_xml(rows).replace("</worksheet>", validations))
+    result = read_spreadsheet(data, filename="x.xlsx")
+    assert result.errors == []
+    assert [(r.row, r.email, r.display_name) for r in result.rows] == [(2, "a@example.com", "Ann")]
+
+
+def test_a_cell_reference_without_a_column_is_a_damaged_workbook() -> None:
+    rows = (
+        inline_row(1, ["email"]) + '<row r="2"><c r="2" t="inlineStr"><is><t>a</t></is></c></row>'
+    )
+    with pytest.raises(SpreadsheetError) as caught:
+        read_spreadsheet(handmade_xlsx(sheet_xml(rows)), filename="x.xlsx")
+    assert caught.value.message == "the workbook is damaged: a cell reference has no column."
+
+
+def test_values_split_across_reads_and_long_markup_read_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Tiny reads split every value and tag; a tiny tag memory makes the parser settle and drop
+    what it recorded at every read. Neither may change what is read."""
+    monkeypatch.setattr(package, "_CHUNK", 7)
+    monkeypatch.setattr(xlsx, "_MAX_ENDS", 0)
+    test_markup_after_a_cell_never_changes_its_value()
+    test_shared_strings_rich_text_and_phonetic_runs()
+    test_prefixed_tags_booleans_and_date_styles()
+    test_a_shared_formula_without_text_is_still_a_formula()
