@@ -53,6 +53,15 @@ class ConnectorWorker:
         self._wake.set()
 
     async def run(self) -> None:
+        try:
+            await self._cycles()
+        finally:  # shutdown: release the source's connections (Graph keeps one client)
+            aclose = getattr(self.source, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+
+    async def _cycles(self) -> None:
         delay = 0.0  # first cycle at once
         failures = 0
         while True:
