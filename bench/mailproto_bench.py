@@ -8,7 +8,8 @@ one lookup in eight a miss):
   - OpenLDAP slapd (Debian package, installed if absent; private MDB instance on loopback)
     answering `(mail=...)` equality searches as Postfix `ldap_table` users do today.
 Reports lookups/s, p50/p99 and server CPU µs per lookup (user+system CPU of the server process
-from /proc/PID/stat divided by lookups), prints a markdown table and writes
+from /proc/PID/stat divided by lookups) and the CPU `roster serve` spends idle (its index
+poller, included in those figures), prints a markdown table and writes
 bench/results/mailproto.md.
 
     .venv/bin/python -m bench.mailproto_bench [--users 333334] [--ldap-entries 100000]
@@ -389,6 +390,7 @@ def run(args: argparse.Namespace) -> None:
         log = (WORK / "serve.log").read_text()
         loaded = re.search(r"lookup index loaded: addresses=(\d+)", log)
         indexed = int(loaded.group(1)) if loaded else 0
+        idle_cpu = idle_cpu_ms_per_s(proc.pid)
         for name, ask, port in [
             ("socketmap", ask_socketmap, ports["socketmap"]),
             ("tcp_table", ask_tcp, ports["tcp_table"]),
@@ -421,12 +423,22 @@ def run(args: argparse.Namespace) -> None:
     finally:
         stop(slapd)
 
-    report = render(results, indexed, args, load_seconds)
+    report = render(results, indexed, args, load_seconds, idle_cpu)
     print(report)
     (RESULTS / "mailproto.md").write_text(report + "\n")
 
 
-def render(results: list[Result], indexed: int, args: argparse.Namespace, load: float) -> str:
+def idle_cpu_ms_per_s(pid: int, seconds: float = 3.0) -> float:
+    """CPU the server burns with no lookups (the index poller, ROSTER_INDEX_POLL_INTERVAL):
+    part of every per-lookup figure, the more so the fewer lookups a run gets through."""
+    cpu = cpu_seconds(pid)
+    time.sleep(seconds)
+    return (cpu_seconds(pid) - cpu) / seconds * 1e3
+
+
+def render(
+    results: list[Result], indexed: int, args: argparse.Namespace, load: float, idle_cpu: float
+) -> str:
     by = {r.name: r for r in results}
     slapd, echo = by["slapd"], by["echo"]
     labels = {
@@ -460,6 +472,9 @@ def render(results: list[Result], indexed: int, args: argparse.Namespace, load: 
         f"Hits: socketmap {sm.found / sm.lookups:.1%}, tcp_table {tcp.found / tcp.lookups:.1%}, "
         f"slapd {slapd.found / slapd.lookups:.1%} (expected 87.5%). slapd bulk load (slapadd -q) "
         f"{load:.1f} s.",
+        f"roster idle (index poller): {idle_cpu:.0f} ms CPU/s, i.e. "
+        f"{idle_cpu * 1e3 / sm.rate:.1f} µs of each socketmap lookup at its rate; the echo "
+        f"server has none.",
     ]
     return "\n".join(lines)
 

@@ -27,6 +27,20 @@ def decode(data: bytes, *, max_length: int = DEFAULT_MAX_LENGTH) -> bytes:
     return frames[0]
 
 
+def _one_frame_headers(max_length: int) -> tuple[bytes, ...]:
+    """headers[size]: the `<len>:` that `size` bytes holding exactly one netstring start with;
+    b"" for sizes no netstring has (12 bytes is `9:` + 9 + `,`; 13 bytes is none)."""
+    headers = [b""] * (max_length + len(str(max_length)) + 3)
+    for length in range(max_length + 1):
+        header = b"%d:" % length
+        headers[len(header) + length + 1] = header
+    return tuple(headers)
+
+
+# Requests up to 1 KiB (a key is at most 254 octets) take NetstringDecoder's fast path.
+_ONE_FRAME_HEADER = _one_frame_headers(1024)
+
+
 class NetstringDecoder:
     """Turns a byte stream into complete netstring payloads, raising NetstringError on junk.
 
@@ -48,6 +62,19 @@ class NetstringDecoder:
         return len(self._buffer)
 
     def feed(self, data: bytes) -> list[bytes]:
+        if not self._buffer and len(data) < len(_ONE_FRAME_HEADER):
+            # The usual read: Postfix has one request in flight per connection, so `data` is one
+            # whole frame, and its size alone says what its header must be: comparing bytes
+            # replaces parsing the length (~0.2 µs). Anything else takes the loop below.
+            header = _ONE_FRAME_HEADER[len(data)]
+            start = len(header)
+            if (
+                start
+                and data[-1] == 0x2C  # ","
+                and data[:start] == header
+                and len(data) - start - 1 <= self._max_length
+            ):
+                return [data[start:-1]]
         buf = self._buffer + data if self._buffer else data
         frames: list[bytes] = []
         pos = 0

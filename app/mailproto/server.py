@@ -21,6 +21,9 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_IDLE_TIMEOUT = 600.0
 
+# Read once: an enum member read as a class attribute costs ~0.15 µs on Python 3.11.
+_DOMAINS = socketmap.SocketmapMap.DOMAINS
+
 
 class Resolver(Protocol):
     """The lookup index as the protocols see it. Implementations never raise (any error is a
@@ -59,17 +62,6 @@ def _safe(lookup: Callable[[str], LookupResult], key: str) -> LookupResult:
     except Exception:
         logger.exception("mailproto lookup failed: key=%r", key)
         return LookupResult(address=key, verdict=Verdict.TEMPFAIL, reason=Reason.UNAVAILABLE)
-
-
-def _safe_resolve(
-    resolve: Callable[[str], tuple[Verdict, Reason | None, str | None]], key: str
-) -> tuple[Verdict, Reason | None, str | None]:
-    """The lean path for resolvers that offer `resolve` (the real index); same safety net."""
-    try:
-        return resolve(key)
-    except Exception:
-        logger.exception("mailproto lookup failed: key=%r", key)
-        return Verdict.TEMPFAIL, Reason.UNAVAILABLE, None
 
 
 class Listener:
@@ -188,16 +180,36 @@ class _SocketmapConnection(_Connection):
         self.resolve = getattr(resolver, "resolve", None)
         self.decoder = netstring.NetstringDecoder(max_length=max_request)
 
-    def handle(self, data: bytes) -> None:
+    def data_received(self, data: bytes) -> None:
+        # `_Connection.data_received` and `handle` in one: a call less on the hot path.
+        self._last_active = self._loop.time()
         try:
             frames = self.decoder.feed(data)
         except netstring.NetstringError as exc:
             self.reject_stream(exc, socketmap.format_perm("malformed netstring"))
             return
-        if frames and self.transport is not None:
+        if self.transport is None:
+            return
+        if len(frames) == 1:  # the usual read: one request in flight
+            self.transport.write(self.answer(frames[0]))
+        elif frames:
             self.transport.write(b"".join([self.answer(frame) for frame in frames]))
 
     def answer(self, frame: bytes) -> bytes:
+        request = socketmap.split_request(frame)
+        resolve = self.resolve
+        if request is None or resolve is None or request[0] is _DOMAINS:
+            return self.answer_in_full(frame)
+        # The hot path: recipients/primary on the real index, straight from verdict to bytes.
+        try:
+            verdict, reason, primary = resolve(request[1])
+        except Exception:
+            logger.exception("mailproto lookup failed: key=%r", request[1])
+            verdict, reason, primary = Verdict.TEMPFAIL, Reason.UNAVAILABLE, None
+        return socketmap.reply(verdict, reason, primary)
+
+    def answer_in_full(self, frame: bytes) -> bytes:
+        """Every request the hot path does not take: junk, unknown maps, domains, test resolvers."""
         try:
             request = socketmap.parse_request(frame)
         except socketmap.SocketmapError as exc:
@@ -212,10 +224,7 @@ class _SocketmapConnection(_Connection):
         if map_name is socketmap.SocketmapMap.DOMAINS:
             result = _safe(self.resolver.lookup_domain, request.key)
             return socketmap.format_reply(result, map_name)
-        resolve = self.resolve
-        if resolve is None:
-            return socketmap.format_reply(_safe(self.resolver.lookup, request.key), map_name)
-        return netstring.encode(socketmap.payload(*_safe_resolve(resolve, request.key)))
+        return socketmap.format_reply(_safe(self.resolver.lookup, request.key), map_name)
 
 
 class _TcpTableConnection(_Connection):
@@ -225,13 +234,19 @@ class _TcpTableConnection(_Connection):
         self.resolve = getattr(resolver, "resolve", None)
         self.decoder = tcp_table.LineDecoder(max_line=max_request)
 
-    def handle(self, data: bytes) -> None:
+    def data_received(self, data: bytes) -> None:
+        # `_Connection.data_received` and `handle` in one: a call less on the hot path.
+        self._last_active = self._loop.time()
         try:
             lines = self.decoder.feed(data)
         except tcp_table.TcpTableError as exc:
             self.reject_stream(exc, tcp_table.format_error("request too long"))
             return
-        if lines and self.transport is not None:
+        if self.transport is None:
+            return
+        if len(lines) == 1:  # the usual read: one request in flight
+            self.transport.write(self.answer(lines[0]))
+        elif lines:
             self.transport.write(b"".join([self.answer(line) for line in lines]))
 
     def answer(self, line: bytes) -> bytes:
@@ -245,7 +260,12 @@ class _TcpTableConnection(_Connection):
         resolve = self.resolve
         if resolve is None:
             return tcp_table.format_reply(_safe(self.resolver.lookup, key))
-        return tcp_table.reply(*_safe_resolve(resolve, key))
+        try:
+            verdict, reason, primary = resolve(key)
+        except Exception:
+            logger.exception("mailproto lookup failed: key=%r", key)
+            verdict, reason, primary = Verdict.TEMPFAIL, Reason.UNAVAILABLE, None
+        return tcp_table.reply(verdict, reason, primary)
 
 
 class _PolicyConnection(_Connection):

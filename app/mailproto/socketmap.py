@@ -43,6 +43,23 @@ class SocketmapRequest(NamedTuple):  # a NamedTuple builds ~4x faster than a fro
     key: str
 
 
+# The same table keyed by the raw bytes, for the server's hot path (`split_request`).
+MAPS_BY_BYTES: dict[bytes, SocketmapMap] = {m.value.encode("ascii"): m for m in SocketmapMap}
+
+
+def split_request(payload: bytes) -> tuple[SocketmapMap, str] | None:
+    """The common request, `<known map> <UTF-8 key>`, split without a NamedTuple or a decode
+    of the map name; None for anything else, which `parse_request` then judges."""
+    map_name, _, key = payload.partition(b" ")
+    found = MAPS_BY_BYTES.get(map_name)
+    if found is None or not key:
+        return None
+    try:
+        return found, key.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
 def parse_request(payload: bytes) -> SocketmapRequest:
     """Split one netstring payload into map name and key (the key may itself contain spaces)."""
     map_name, sep, key = payload.partition(b" ")
@@ -76,6 +93,23 @@ def payload(verdict: Verdict, reason: Reason | None, value: str | None) -> bytes
     if verdict is Verdict.REJECT:
         return NOTFOUND
     return TEMP + _text(f"roster {reason.value if reason else 'unavailable'}")
+
+
+# For `reply`: a framed reply that never varies, and enum members read once (a class attribute
+# read of an enum member costs ~0.15 µs on Python 3.11).
+NOTFOUND_REPLY = netstring.encode(NOTFOUND)
+_ACCEPT = Verdict.ACCEPT
+_REJECT = Verdict.REJECT
+
+
+def reply(verdict: Verdict, reason: Reason | None, value: str | None) -> bytes:
+    """`netstring.encode(payload(...))` in one step, for the lookups the server answers most."""
+    if verdict is _ACCEPT and value:
+        data = value.encode("utf-8")
+        return b"%d:OK %b," % (len(data) + 3, data)
+    if verdict is _REJECT:
+        return NOTFOUND_REPLY
+    return netstring.encode(payload(verdict, reason, value))
 
 
 def format_reply(result: LookupResult, map_name: SocketmapMap) -> bytes:

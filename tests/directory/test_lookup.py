@@ -142,3 +142,32 @@ def test_unknown_domain_defers_while_a_first_sync_is_running() -> None:
     assert index.lookup_domain("maybe-theirs.example").verdict is Verdict.TEMPFAIL
     tenant.ready = True
     assert index.lookup("someone@maybe-theirs.example").reason is Reason.DOMAIN_NOT_ACCEPTED
+
+
+def test_resolve_answers_verdict_reason_and_primary() -> None:
+    index, tenant = make_index(reject_disabled=True)
+    assert index.resolve("alice+news@contoso.com") == (
+        Verdict.ACCEPT,
+        None,
+        "alice.smith@contoso.com",
+    )
+    assert index.resolve("Alice@Contoso.com") == (Verdict.ACCEPT, None, "alice.smith@contoso.com")
+    assert index.resolve("shared@contoso.com") == (
+        Verdict.REJECT,
+        Reason.DISABLED,
+        "shared@contoso.com",
+    )
+    assert index.resolve("nobody@contoso.com") == (Verdict.REJECT, Reason.UNKNOWN_RECIPIENT, None)
+    assert index.resolve("x@elsewhere.org") == (Verdict.REJECT, Reason.DOMAIN_NOT_ACCEPTED, None)
+    assert index.resolve("no-at-sign") == (Verdict.REJECT, Reason.MALFORMED, None)
+    tenant.stale_after = 999.0
+    assert index.resolve("nobody@contoso.com") == (Verdict.TEMPFAIL, Reason.STALE, None)
+
+
+def test_resolve_remembers_only_domains_normalization_keeps() -> None:
+    index, tenant = make_index()
+    index.set_domains({"contoso.com": tenant, "bad..example": tenant})
+    index.resolve("a@contoso.com")
+    index.resolve("a@bad..example")
+    assert index._canonical_domains == {"contoso.com"}
+    assert index.resolve("a@bad..example") == (Verdict.REJECT, Reason.MALFORMED, None)

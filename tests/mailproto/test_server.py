@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
+from app.directory.lookup import LookupIndex
 from app.mailproto import netstring, server
 from app.mailproto.policy import PolicyRequest
 from app.mailproto.server import Listener
+from app.mailproto.tcp_table import quote
 
 from .fakes import DictResolver
+from .test_resolve_path import ADDRESSES, make_index
 
 Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
@@ -285,3 +289,80 @@ async def test_policy_learns_only_trusted_senders_in_our_domains() -> None:
         ("crash@example.com", "RCPT"),
     ]
     writer.close()
+
+
+class LookupOnly:
+    """The real index without `resolve`, so the servers take their full (reference) path."""
+
+    def __init__(self, index: LookupIndex) -> None:
+        self.lookup = index.lookup
+        self.lookup_domain = index.lookup_domain
+
+
+async def replies(listener: Listener, requests: list[bytes], read: Callable[..., Any]) -> bytes:
+    """Replies to `requests`, sent one at a time and then all in one write."""
+    reader, writer = await connect(listener)
+    answers = []
+    for request in requests:
+        writer.write(request)
+        answers.append(await read(reader))
+    writer.write(b"".join(requests))
+    answers += [await read(reader) for _ in requests]
+    writer.close()
+    return b"|".join(answers)
+
+
+SOCKETMAP_REQUESTS = [
+    *(b"%s %s" % (m, a.encode()) for a in ADDRESSES for m in (b"recipients", b"primary")),
+    *(b"domains " + d for d in (b"contoso.com", b"CONTOSO.com", b"other.org", b"")),
+    b"virtual a@contoso.com",
+    b"recipients \xff@contoso.com",
+    b"recipients",
+    b"\xffrecipients alice@contoso.com",
+]
+
+
+@pytest.mark.parametrize("state", [{}, {"ready": False}, {"stale": True}, {"loaded": False}])
+async def test_socketmap_fast_path_answers_like_the_full_path(state: dict[str, bool]) -> None:
+    index = make_index(**state)
+    requests = [netstring.encode(r) for r in SOCKETMAP_REQUESTS]
+    lean = await server.start_socketmap_server(index, "127.0.0.1", 0)
+    full = await server.start_socketmap_server(LookupOnly(index), "127.0.0.1", 0)
+    assert await replies(lean, requests, read_netstring) == await replies(
+        full, requests, read_netstring
+    )
+    await server.close_all([lean, full])
+
+
+@pytest.mark.parametrize("state", [{}, {"ready": False}, {"healthy": False}])
+async def test_tcp_table_fast_path_answers_like_the_full_path(state: dict[str, bool]) -> None:
+    index = make_index(**state)
+    keys = [quote(a) for a in ADDRESSES if a] + [b"al%2Bx@contoso.com", b"%FF@x"]
+    requests = [b"get %s\n" % k for k in keys] + [b"get a b\n", b"put x\n", b"get \r\n"]
+
+    async def read(reader: asyncio.StreamReader) -> bytes:
+        return await asyncio.wait_for(reader.readline(), 5)
+
+    lean = await server.start_tcp_table_server(index, "127.0.0.1", 0)
+    full = await server.start_tcp_table_server(LookupOnly(index), "127.0.0.1", 0)
+    assert await replies(lean, requests, read) == await replies(full, requests, read)
+    await server.close_all([lean, full])
+
+
+async def test_resolve_exception_is_temp(caplog: pytest.LogCaptureFixture) -> None:
+    index = make_index()
+
+    def explode(key: str) -> Any:
+        raise RuntimeError("index exploded")
+
+    index.resolve = explode  # type: ignore[method-assign]
+    socketmap = await server.start_socketmap_server(index, "127.0.0.1", 0)
+    tcp = await server.start_tcp_table_server(index, "127.0.0.1", 0)
+    streams = [await connect(socketmap), await connect(tcp)]
+    reply = await ask_netstring(streams[0], b"28:recipients alice@contoso.com,")
+    assert reply == b"TEMP roster unavailable,"
+    assert await ask(streams[1], b"get alice@contoso.com\n") == b"400 roster%20unavailable\n"
+    assert caplog.text.count("mailproto lookup failed") == 2
+    for _, writer in streams:
+        writer.close()
+    await server.close_all([socketmap, tcp])

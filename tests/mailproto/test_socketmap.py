@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.directory.verdicts import LookupResult, Reason, Verdict
+from app.mailproto import netstring
 from app.mailproto.socketmap import (
+    MAPS,
     SocketmapError,
     SocketmapMap,
     SocketmapRequest,
     format_perm,
     format_reply,
     parse_request,
+    payload,
+    reply,
+    split_request,
 )
 
 ACCEPT = LookupResult(
@@ -71,3 +80,30 @@ def test_tempfail_is_temp_with_the_reason() -> None:
 
 def test_perm_reply_is_one_line() -> None:
     assert format_perm("bad\nmap") == b"12:PERM bad map,"
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.sampled_from([b"recipients", b"domains", b"primary", b"virtual", b"", b"r\xff"]),
+    st.sampled_from([b" ", b"", b"  "]),
+    st.binary(max_size=8),
+)
+def test_split_request_takes_only_what_parse_request_accepts(
+    name: bytes, sep: bytes, key: bytes
+) -> None:
+    data = name + sep + key
+    split = split_request(data)
+    if split is None:
+        # Left to parse_request: junk, or a map the server answers PERM "unknown map".
+        with contextlib.suppress(SocketmapError):
+            assert MAPS.get(parse_request(data).map_name) is None
+        return
+    request = parse_request(data)
+    assert split == (MAPS[request.map_name], request.key)
+
+
+@pytest.mark.parametrize("verdict", list(Verdict))
+@pytest.mark.parametrize("reason", [None, *Reason])
+@pytest.mark.parametrize("value", [None, "", "alice@example.com", "üser@example.com"])
+def test_reply_frames_the_payload(verdict: Verdict, reason: Reason | None, value: str) -> None:
+    assert reply(verdict, reason, value) == netstring.encode(payload(verdict, reason, value))

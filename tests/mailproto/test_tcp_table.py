@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.directory.verdicts import LookupResult, Reason, Verdict
 from app.mailproto.tcp_table import (
@@ -64,3 +68,38 @@ def test_line_decoder_caps_a_line_without_newline() -> None:
     decoder.feed(b"get 1234")
     with pytest.raises(TcpTableError, match="longer than 8"):
         decoder.feed(b"5")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=0x200, exclude_categories=["Cs"])))
+def test_quote_matches_the_percent_encoding_rule(value: str) -> None:
+    expected = re.sub(rb"[^\x21-\x24\x26-\x7e]", lambda m: b"%%%02X" % m.group()[0], value.encode())
+    assert quote(value) == expected
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from([b"get a@b", b"\n", b"\r", b"x" * 5, b"%20", b" "]), max_size=6))
+def test_one_read_splits_like_byte_by_byte(parts: list[bytes]) -> None:
+    data = b"".join(parts)
+    outcomes = []
+    for chunks in ([data], [data[i : i + 1] for i in range(len(data))]):
+        decoder = LineDecoder(max_line=12)
+        lines: list[bytes] = []
+        try:
+            for chunk in chunks:
+                lines += decoder.feed(chunk)
+        except TcpTableError:
+            outcomes.append(None)
+            continue
+        outcomes.append((lines, decoder._buffer))
+    if outcomes[0] is not None:
+        assert outcomes[0] == outcomes[1]
+    else:
+        assert outcomes[1] is None
+
+
+def test_line_decoder_keeps_the_cap_for_a_single_line() -> None:
+    assert LineDecoder(max_line=8).feed(b"get 1234\n") == [b"get 1234"]
+    with pytest.raises(TcpTableError):
+        LineDecoder(max_line=8).feed(b"get 12345\n")
+    assert LineDecoder(max_line=8).feed(b"") == []
