@@ -31,6 +31,23 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def postgres_cpu_seconds() -> float:
+    """CPU of the PostgreSQL server: every postgres process (backends, WAL writer, checkpointer,
+    autovacuum) plus its reaped children's (a backend that exited counts in the postmaster's).
+    Call around one run and subtract; anything else using the server meanwhile counts too."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # exited meanwhile
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        if name.startswith("postgres"):
+            fields = text.rsplit(")", 1)[1].split()
+            total += sum(int(value) for value in fields[11:15]) / CLOCK_TICKS
+    return total
+
+
 def rss_bytes(pid: int) -> int:
     match = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
     return int(match.group(1)) * 1024 if match else 0
