@@ -8,6 +8,7 @@ its own engines (the API, the index poller), which an outer rolled-back transact
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -19,6 +20,7 @@ import psycopg
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.db.engine import create_engine, create_sessionmaker
@@ -90,12 +92,23 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 async def empty_tables(engine: AsyncEngine) -> None:
-    async with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            await conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
-        else:
-            for table in TABLES:
-                await conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608 - fixed names
+    for attempt in range(5):
+        try:
+            async with engine.begin() as conn:
+                if engine.dialect.name == "postgresql":
+                    await conn.execute(
+                        text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+                    )
+                else:
+                    for table in TABLES:
+                        await conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608
+            return
+        except OperationalError as exc:
+            # A test's background task (webhook processor, index poller) may still be
+            # finishing a transaction: TRUNCATE's table locks can deadlock with it. Try again.
+            if "deadlock" not in str(exc) or attempt == 4:
+                raise
+            await asyncio.sleep(0.2)
 
 
 @pytest.fixture

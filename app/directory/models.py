@@ -83,17 +83,21 @@ class Cursor(Base):
 
 
 class Recipient(Base):
-    """A directory object. `tenant_id` repeats its connector's tenant (lookups filter on it)
-    without a foreign key of its own: the connector's key already ties the row to the tenant
-    and cascades a tenant's deletion, and a second per-row check cost ~10 µs a row in bulk
-    rounds on PostgreSQL."""
+    """A directory object, written only by the directory service.
+
+    No foreign keys: in bulk rounds PostgreSQL's per-row checks (each also locking the parent
+    row) cost 10-25 µs a row. `tenant_id` repeats the connector's tenant (lookups filter on
+    it). Deleting a connector still takes its recipients, and their addresses, through the
+    `connectors_drop_recipients` and `recipients_drop_addresses` triggers (migrations
+    9b4d6f2a3c58, 8a3c5e1f2b47); a tenant's deletion cascades to its connectors. A SQLite batch
+    migration that rebuilds this table drops its triggers and must create them again."""
 
     __tablename__ = "recipients"
     __table_args__ = (UniqueConstraint("connector_id", "external_id"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     tenant_id: Mapped[str] = mapped_column(String(36), index=True)
-    connector_id: Mapped[str] = mapped_column(ForeignKey("connectors.id", ondelete="CASCADE"))
+    connector_id: Mapped[str] = mapped_column(String(36))
     source: Mapped[str] = mapped_column(String(20))
     # Which of the connector's streams (Graph "users"/"groups", ...) owns it: sweeps are per stream.
     stream: Mapped[str] = mapped_column(String(50), default="")

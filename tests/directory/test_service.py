@@ -276,19 +276,25 @@ async def test_large_pages_round_trip_every_value(session: AsyncSession) -> None
     assert len(await members(session, group_row, transitive=False)) == 451
 
 
-async def test_deleting_a_tenant_still_takes_its_recipients_and_addresses(
+async def test_deleting_a_tenant_or_connector_takes_its_recipients_and_addresses(
     session: AsyncSession,
 ) -> None:
-    """Recipients and addresses keep no tenant key of their own; the cascade runs through
-    connectors and recipients."""
+    """Recipients and addresses have no foreign keys (bulk writes); deleting a tenant or a
+    connector still takes them, through the cascade to connectors and the delete triggers."""
     from sqlalchemy import delete
 
-    from app.directory.models import Tenant
+    from app.directory.models import Connector, Tenant
 
     graph = await make_connector(session, SourceKind.GRAPH, tenant="gone")
     await make_connector(session, SourceKind.GRAPH, tenant="stays")
     await make_recipient(session, graph, external_id="a", addresses=["a@contoso.com"])
+    sheet = await make_connector(session, SourceKind.SPREADSHEET, tenant="stays")
+    await make_recipient(session, sheet, external_id="b", addresses=["b@fabrikam.com"])
     await session.execute(delete(Tenant).where(Tenant.name == "gone"))
+    await session.flush()
+    assert await session.scalar(select(func.count()).select_from(Recipient)) == 1
+    assert await session.scalar(select(func.count()).select_from(Address)) == 1
+    await session.execute(delete(Connector).where(Connector.id == sheet.id))
     await session.flush()
     assert await session.scalar(select(func.count()).select_from(Recipient)) == 0
     assert await session.scalar(select(func.count()).select_from(Address)) == 0
