@@ -2,9 +2,10 @@
 
 On PostgreSQL an IN list of 500 parameters is a new statement for every length: SQLAlchemy
 renders 500 bind casts, psycopg re-parses the text (its query cache stops at 50 parameters)
-and the server plans it afresh (measured ~10 ms a query during a 100k-row import). `= ANY(array)`
-is one parameter, one statement text, a prepared plan. SQLite has no arrays; its IN lists stay,
-in chunks well under its bound-variable limit.
+and the server parses it afresh (measured ~10 ms a query during a 100k-row import).
+`= ANY(array)` is one parameter and one statement text, prepared once; the server still plans
+each execution for the array it gets (app/db/engine.py). SQLite has no arrays; its IN lists
+stay, in chunks well under its bound-variable limit.
 """
 
 from __future__ import annotations

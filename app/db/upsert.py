@@ -20,6 +20,8 @@ from sqlalchemy import JSON, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.sets import is_postgresql
+
 COPY_THRESHOLD = 200  # rows; below this a plain executemany is cheaper than COPY's set-up
 
 
@@ -28,15 +30,11 @@ def _insert(session: AsyncSession, table: Table) -> Any:
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
-def _is_postgresql(session: AsyncSession) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
-
-
 async def bulk_insert(session: AsyncSession, table: Table, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
     if len(rows) >= COPY_THRESHOLD:
-        if _is_postgresql(session):
+        if is_postgresql(session):
             await _copy(session, table, table.name, rows)
         else:
             await _sqlite_executemany(session, table, rows, ignore=False)
@@ -51,7 +49,7 @@ async def insert_ignore(session: AsyncSession, table: Table, rows: list[dict[str
     if len(rows) < COPY_THRESHOLD:
         await session.execute(_insert(session, table).on_conflict_do_nothing(), rows)
         return
-    if not _is_postgresql(session):
+    if not is_postgresql(session):
         await _sqlite_executemany(session, table, rows, ignore=True)
         return
     if await _copy_unless_duplicate(session, table, rows):
