@@ -81,16 +81,13 @@ async def _copy_unless_duplicate(
     staging table and ON CONFLICT's speculative inserts (~30% of the server's time per row);
     replays fall back to the careful path."""
     driver = await _driver(session)
-    async with driver.cursor() as cursor:
-        await cursor.execute("SAVEPOINT roster_copy")
+    await driver.execute("SAVEPOINT roster_copy")
     try:
         await _copy(session, table, table.name, rows)
     except psycopg.errors.UniqueViolation:
-        async with driver.cursor() as cursor:
-            await cursor.execute("ROLLBACK TO SAVEPOINT roster_copy")
+        await driver.execute("ROLLBACK TO SAVEPOINT roster_copy")
         return False
-    async with driver.cursor() as cursor:
-        await cursor.execute("RELEASE SAVEPOINT roster_copy")
+    await driver.execute("RELEASE SAVEPOINT roster_copy")
     return True
 
 

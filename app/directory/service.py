@@ -572,7 +572,7 @@ async def _apply_memberships(
     await insert_ignore(
         session,
         Membership.__table__,
-        _new_edge_rows(connector.id, changes.member_adds, group_ids, skip=fresh),
+        _edge_rows(connector.id, _new_edges(changes.member_adds, group_ids, skip=fresh)),
     )
 
 
@@ -588,32 +588,19 @@ def _edge_rows(connector_id: str, edges: Iterable[tuple[str, str]]) -> list[dict
     ]
 
 
-def _new_edge_rows(
-    connector_id: str,
+def _new_edges(
     adds: Iterable[MemberRef],
     group_ids: dict[str, str],
     *,
     skip: Container[tuple[str, str]],
-) -> list[dict[str, Any]]:
-    """Rows for `adds` whose group is known, each edge once. One plain loop: a full Graph
-    round brings a million of these, and every extra pass over them costs ~1 µs an edge."""
-    rows: list[dict[str, Any]] = []
-    seen: set[tuple[str, str]] = set()
+) -> list[tuple[str, str]]:
+    """(group id, member) for `adds` whose group is known, each edge once. One plain loop: a
+    full Graph round brings a million of these, and every extra pass costs ~1 µs an edge."""
+    edges: dict[tuple[str, str], None] = {}
     for ref in adds:
         group_id = group_ids.get(ref.group_external_id)
-        if group_id is None:
-            continue
-        member = ref.member_external_id
-        edge = (group_id, member)
-        if edge in seen or edge in skip:
-            continue
-        seen.add(edge)
-        rows.append(
-            {
-                "group_id": group_id,
-                "member_connector_id": connector_id,
-                "member_external_id": member,
-                "member_key": member_key(member),
-            }
-        )
-    return rows
+        if group_id is not None:
+            edge = (group_id, ref.member_external_id)
+            if edge not in skip:
+                edges[edge] = None
+    return list(edges)
