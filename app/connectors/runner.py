@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -193,78 +194,161 @@ async def _run_round(
         stream,
         "full" if round_id else "incremental",
     )
-    pages = 0
-    # The next page is fetched and mapped while this one is written (network and parsing in
+    state = _Round(ref, stream, round_id, options, report, holding)
+    # The next pages are fetched and mapped while this one is written (network and parsing in
     # this process, the writes in the database's), outside any transaction.
-    async for page in prefetch(source.pages(stream, resume), depth=PREFETCH_PAGES):
-        pages += 1
-        async with sessionmaker.begin() as session:
-            now = options.clock()
-            if not await leases.claim(session, connector_id, options.owner, now=now):
-                raise ConnectorBusy(f"lost the lease of connector {connector_id}")
-            holding = await _apply_page(
-                session, ref, stream, page, round_id, options, now, report, holding=holding
-            )
-            report.pages += 1
-            report.objects += len(page.changes.upserts) + len(page.changes.deletes)
-            await _set_progress(
-                session,
-                connector_id,
-                {
-                    "running": True,
-                    "stream": stream,
-                    "pages": report.pages,
-                    "objects": report.objects,
-                    "full": round_id is not None,
-                },
-                options,
-            )
-        if worth_checking(pages) or page.final:
-            await analyze_grown(sessionmaker)
-        if on_page is not None:
-            on_page(stream, report.pages, report.objects)
-        if after_commit is not None:
-            await after_commit()
-        if page.final:
-            return
-    raise TemporarySourceError(f"stream {stream} ended without a final page")
+    async with Prefetch(source.pages(stream, resume), depth=PREFETCH_PAGES) as upcoming:
+        while True:
+            page = await upcoming.next()
+            if page is None:
+                raise TemporarySourceError(f"stream {stream} ended without a final page")
+            async with sessionmaker.begin() as session:
+                if not await leases.claim(
+                    session, connector_id, options.owner, now=options.clock()
+                ):
+                    raise ConnectorBusy(f"lost the lease of connector {connector_id}")
+                page, written = await _write_batch(session, state, page, upcoming)
+                await _set_progress(
+                    session,
+                    connector_id,
+                    {
+                        "running": True,
+                        "stream": stream,
+                        "pages": report.pages,
+                        "objects": report.objects,
+                        "full": round_id is not None,
+                    },
+                    options,
+                )
+            if page.final or any(worth_checking(n) for n in written):
+                await analyze_grown(sessionmaker)
+            if on_page is not None:
+                for pages, objects in written.values():
+                    on_page(stream, pages, objects)
+            if after_commit is not None:
+                await after_commit()
+            if page.final:
+                return
+
+
+@dataclass(slots=True)
+class _Round:
+    """One stream's round in progress: what each page is written with."""
+
+    ref: service.ConnectorRef
+    stream: str
+    round_id: str | None
+    options: RunnerOptions
+    report: CycleReport
+    holding: bool
+    pages: int = 0
+
+    async def write(self, session: AsyncSession, page: Page) -> None:
+        self.holding = await _apply_page(
+            session,
+            self.ref,
+            self.stream,
+            page,
+            self.round_id,
+            self.options,
+            self.options.clock(),
+            self.report,
+            holding=self.holding,
+        )
+        self.pages += 1
+        self.report.pages += 1
+        self.report.objects += len(page.changes.upserts) + len(page.changes.deletes)
+
+
+async def _write_batch(
+    session: AsyncSession, state: _Round, page: Page, upcoming: Prefetch
+) -> tuple[Page, dict[int, tuple[int, int]]]:
+    """Write `page` and the pages already waiting behind it, up to the batch limits.
+
+    Returns the last page written and, for each page by its number in this round, the cycle's
+    page and object counts once it was written (what `on_page` reports after the commit)."""
+    started = time.monotonic()
+    written: dict[int, tuple[int, int]] = {}
+    while True:
+        await state.write(session, page)
+        written[state.pages] = (state.report.pages, state.report.objects)
+        if page.final or not _batch_continues(upcoming, len(written), started):
+            return page, written
+        waiting = await upcoming.next()  # ready: returns at once
+        if waiting is None:  # the producer ended without a final page; commit what came
+            return page, written
+        page = waiting
 
 
 PREFETCH_PAGES = 2
+# Pages already waiting when one is written join its transaction, up to these limits. Each
+# commit writes every page it dirtied (SQLite: to the WAL), and a page of a bulk round dirties
+# index pages all over the table; sharing one commit among several pages writes each once.
+# The transaction never waits for the network: it commits as soon as no page is waiting.
+BATCH_MAX_PAGES = 16
+BATCH_MAX_SECONDS = 1.0
 _DONE = object()
 
 
-async def prefetch(pages: AsyncIterator[Page], *, depth: int) -> AsyncIterator[Page]:
-    """Run the page producer up to `depth` pages ahead; its errors surface in order."""
-    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=depth)
+def _batch_continues(upcoming: Prefetch, pages: int, started: float) -> bool:
+    return (
+        upcoming.ready()
+        and pages < BATCH_MAX_PAGES
+        and time.monotonic() - started < BATCH_MAX_SECONDS
+    )
 
-    async def produce() -> None:
-        try:
-            async for page in pages:
-                await queue.put(page)
-            await queue.put(_DONE)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:  # handed to the consumer, raised there
-            await queue.put(exc)
 
-    producer = asyncio.create_task(produce(), name="page-prefetch")
-    try:
-        while True:
-            item = await queue.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        producer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await producer
-        aclose = getattr(pages, "aclose", None)
+class Prefetch:
+    """Runs the page producer up to `depth` pages ahead; its errors surface in order."""
+
+    def __init__(self, pages: AsyncIterator[Page], *, depth: int) -> None:
+        self._pages = pages
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=depth)
+        self._failed = False
+        self._ended = False
+        self._producer: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Prefetch:
+        self._producer = asyncio.create_task(self._produce(), name="page-prefetch")
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._producer is not None:
+            self._producer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._producer
+        aclose = getattr(self._pages, "aclose", None)
         if aclose is not None:
             with contextlib.suppress(Exception):
                 await aclose()
+
+    async def _produce(self) -> None:
+        try:
+            async for page in self._pages:
+                await self._queue.put(page)
+            await self._queue.put(_DONE)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # handed to the consumer, raised there
+            self._failed = True
+            await self._queue.put(exc)
+
+    def ready(self) -> bool:
+        """A page is waiting and the producer has not failed (a failure ends the batch first,
+        so the pages before it commit)."""
+        return not self._failed and not self._queue.empty()
+
+    async def next(self) -> Page | None:
+        """The next page; None when the producer ended; the producer's error, raised."""
+        if self._ended:
+            return None
+        item = await self._queue.get()
+        if item is _DONE:
+            self._ended = True
+            return None
+        if isinstance(item, BaseException):
+            raise item
+        return item
 
 
 async def _apply_page(

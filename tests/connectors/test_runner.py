@@ -3,6 +3,7 @@ own tests against the Graph simulator and a real Samba DC)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -201,3 +202,56 @@ async def test_a_second_runner_cannot_take_a_held_lease(
         assert await leases.claim(session, connector_id, "other", now=datetime.now(UTC))
     with pytest.raises(ConnectorBusy, match="other"):
         await run_cycle(sessionmaker, connector_id, ScriptedSource([]), options=no_sleep())
+
+
+class SlowLastPage(ScriptedSource):
+    """The final page waits until the test lets it go, as a directory that answers slowly."""
+
+    def __init__(self, objects: list[RecipientRecord]) -> None:
+        super().__init__(objects)
+        self.asked_for_last_page = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def pages(self, stream: str, cursor: dict[str, Any] | None) -> AsyncIterator[Page]:
+        async for page in super().pages(stream, cursor):
+            if page.final:
+                self.asked_for_last_page.set()
+                await self.release.wait()
+            yield page
+
+
+async def test_a_slow_page_never_holds_the_previous_ones_uncommitted(
+    sessionmaker: async_sessionmaker[AsyncSession], connector_id: str
+) -> None:
+    source = SlowLastPage([user(f"u{i}") for i in range(4)])
+    cycle = asyncio.create_task(run_cycle(sessionmaker, connector_id, source, options=no_sleep()))
+    try:
+        await asyncio.wait_for(source.asked_for_last_page.wait(), 10)
+        for _ in range(100):  # page 0 commits while page 1 is on its way
+            if await live_addresses(sessionmaker) == {"u0@contoso.com", "u1@contoso.com"}:
+                break
+            await asyncio.sleep(0.05)
+        assert await live_addresses(sessionmaker) == {"u0@contoso.com", "u1@contoso.com"}
+        async with sessionmaker.begin() as session:  # and no transaction holds the writer lock
+            await make_connector(session, SourceKind.MANUAL, name="meanwhile")
+    finally:
+        source.release.set()
+    assert (await asyncio.wait_for(cycle, 30)).ok
+    assert len(await live_addresses(sessionmaker)) == 4
+
+
+async def test_pages_written_together_are_each_reported_in_order(
+    sessionmaker: async_sessionmaker[AsyncSession], connector_id: str
+) -> None:
+    source = ScriptedSource([user(f"u{i}") for i in range(2 * 40)])  # 40 pages, all waiting
+    seen: list[tuple[str, int, int]] = []
+    report = await run_cycle(
+        sessionmaker,
+        connector_id,
+        source,
+        options=no_sleep(),
+        on_page=lambda stream, pages, objects: seen.append((stream, pages, objects)),
+    )
+    assert report.ok and report.pages == 40
+    assert seen == [("users", n, 2 * n) for n in range(1, 41)]
+    assert len(await live_addresses(sessionmaker)) == 80
