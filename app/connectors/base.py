@@ -12,20 +12,22 @@ from typing import Any, Protocol
 
 from app.directory.records import (
     ChangeSet,
-    MemberRef,
+    Edges,
     RecipientKind,
     RecipientRecord,
     SourceKind,
+    edge_count,
 )
 
 __all__ = [
     "ChangeSet",
-    "MemberRef",
+    "Edges",
     "Page",
     "RecipientKind",
     "RecipientRecord",
     "Source",
     "SourceKind",
+    "edge_count",
 ]
 
 

@@ -1,7 +1,8 @@
 """Run a connector: rounds of pages, each page committed together with its resume point.
 
 A crash at any point resumes from the last committed page without loss or duplication (pages
-are idempotent). Deletions wait in the guard until the round ends; a full round's sweep happens
+are idempotent). Pages that already wait when one is written share its transaction (and the
+last one's resume point); a transaction never waits on the source. Deletions wait in the guard until the round ends; a full round's sweep happens
 only after its final page commits, so a directory that vanishes mid-round never causes a sweep.
 """
 
@@ -280,7 +281,7 @@ async def _write_batch(
         page = waiting
 
 
-PREFETCH_PAGES = 2
+PREFETCH_PAGES = 6
 # Pages already waiting when one is written join its transaction, up to these limits. Each
 # commit writes every page it dirtied (SQLite: to the WAL), and a page of a bulk round dirties
 # index pages all over the table; sharing one commit among several pages writes each once.

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import Any
 
 
 class SourceKind(StrEnum):
@@ -53,14 +53,14 @@ class RecipientRecord:
     attributes: Mapping[str, Any] = field(default_factory=dict)
 
 
-class MemberRef(NamedTuple):
-    """A direct group -> member edge, both ends named by the connector's external ids.
+# Direct group -> member edges, both ends named by the connector's external ids: group -> its
+# members. Kept grouped as sources deliver them (a Graph group's members@delta slice, an LDAP
+# `member` list), never one object per edge: a full round carries a million edges.
+Edges = dict[str, list[str]]
 
-    A NamedTuple: a full round builds a million of these, and one costs ~0.1 µs against ~1 µs
-    for a frozen dataclass."""
 
-    group_external_id: str
-    member_external_id: str
+def edge_count(edges: Edges) -> int:
+    return sum(map(len, edges.values()))
 
 
 @dataclass(slots=True)
@@ -69,7 +69,7 @@ class ChangeSet:
 
     upserts: list[RecipientRecord] = field(default_factory=list)
     deletes: list[str] = field(default_factory=list)
-    member_adds: list[MemberRef] = field(default_factory=list)
-    member_removes: list[MemberRef] = field(default_factory=list)
+    member_adds: Edges = field(default_factory=dict)
+    member_removes: Edges = field(default_factory=dict)
     # Full member lists, replacing what was stored (spreadsheet and LDAP full rounds).
     member_sets: dict[str, list[str]] = field(default_factory=dict)

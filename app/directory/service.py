@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Container, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -18,7 +18,7 @@ from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.sets import chunks, one_of
-from app.db.upsert import bulk_insert, insert_ignore
+from app.db.upsert import Rows, bulk_insert, insert_ignore
 from app.directory.addresses import normalize
 from app.directory.changelog import record_changes
 from app.directory.models import (
@@ -30,7 +30,7 @@ from app.directory.models import (
     member_key,
     new_id,
 )
-from app.directory.records import ChangeSet, MemberRef, RecipientRecord, SourceKind
+from app.directory.records import ChangeSet, Edges, RecipientRecord, SourceKind
 from app.errors import Conflict, InvalidInput, Malformed
 
 logger = logging.getLogger(__name__)
@@ -524,8 +524,8 @@ async def soft_delete(
 async def _apply_memberships(
     session: AsyncSession, changes: ChangeSet, connector: ConnectorRef, result: ApplyResult
 ) -> None:
-    group_exts = {ref.group_external_id for ref in changes.member_adds + changes.member_removes}
-    group_exts |= set(changes.member_sets)
+    group_exts = changes.member_adds.keys() | changes.member_removes.keys()
+    group_exts |= changes.member_sets.keys()
     if not group_exts:
         return
     group_ids = dict(result.recipient_ids)
@@ -540,11 +540,7 @@ async def _apply_memberships(
         )
         group_ids.update(dict(rows.all()))
 
-    replaced = {
-        group_ids[group_ext]: list(dict.fromkeys(members))
-        for group_ext, members in changes.member_sets.items()
-        if group_ext in group_ids
-    }
+    replaced = _by_group_id(changes.member_sets, group_ids)
     for chunk in chunks(session, list(replaced)):
         await session.execute(
             delete(Membership)
@@ -552,9 +548,9 @@ async def _apply_memberships(
             .execution_options(synchronize_session=False)
         )
     removes = [
-        {"g": group_ids[r.group_external_id], "c": connector.id, "m": r.member_external_id}
-        for r in changes.member_removes
-        if r.group_external_id in group_ids
+        {"g": group_id, "c": connector.id, "m": member}
+        for group_id, members in _by_group_id(changes.member_removes, group_ids).items()
+        for member in members
     ]
     if removes:  # one primary-key delete per edge (a three-column IN list scans on PostgreSQL)
         table = Membership.__table__
@@ -567,40 +563,30 @@ async def _apply_memberships(
             removes,
         )
     # Replaced groups were emptied above, so their edges cannot conflict: a plain bulk insert.
-    fresh = dict.fromkeys((g, m) for g, members in replaced.items() for m in members)
-    await bulk_insert(session, Membership.__table__, _edge_rows(connector.id, fresh))
-    await insert_ignore(
-        session,
-        Membership.__table__,
-        _edge_rows(connector.id, _new_edges(changes.member_adds, group_ids, skip=fresh)),
+    await bulk_insert(session, Membership.__table__, _edge_rows(connector.id, replaced))
+    adds = _by_group_id(changes.member_adds, group_ids)
+    for group_id in adds.keys() & replaced.keys():  # already written with the full list
+        written = set(replaced[group_id])
+        adds[group_id] = [m for m in adds[group_id] if m not in written]
+    await insert_ignore(session, Membership.__table__, _edge_rows(connector.id, adds))
+
+
+def _by_group_id(edges: Edges, group_ids: dict[str, str]) -> dict[str, list[str]]:
+    """Edges of the groups that exist, keyed by recipient id, each member once per group."""
+    return {
+        group_ids[group]: list(dict.fromkeys(members))
+        for group, members in edges.items()
+        if group in group_ids
+    }
+
+
+def _edge_rows(connector_id: str, edges: dict[str, list[str]]) -> Rows:
+    names = ("group_id", "member_connector_id", "member_external_id", "member_key")
+    return Rows(
+        names,
+        [
+            (group_id, connector_id, member, member_key(member))
+            for group_id, members in edges.items()
+            for member in members
+        ],
     )
-
-
-def _edge_rows(connector_id: str, edges: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
-    return [
-        {
-            "group_id": group_id,
-            "member_connector_id": connector_id,
-            "member_external_id": member,
-            "member_key": member_key(member),
-        }
-        for group_id, member in edges
-    ]
-
-
-def _new_edges(
-    adds: Iterable[MemberRef],
-    group_ids: dict[str, str],
-    *,
-    skip: Container[tuple[str, str]],
-) -> list[tuple[str, str]]:
-    """(group id, member) for `adds` whose group is known, each edge once. One plain loop: a
-    full Graph round brings a million of these, and every extra pass costs ~1 µs an edge."""
-    edges: dict[tuple[str, str], None] = {}
-    for ref in adds:
-        group_id = group_ids.get(ref.group_external_id)
-        if group_id is not None:
-            edge = (group_id, ref.member_external_id)
-            if edge not in skip:
-                edges[edge] = None
-    return list(edges)

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.connectors.base import ChangeSet, MemberRef, RecipientKind, RecipientRecord
+from app.connectors.base import ChangeSet, Edges, RecipientKind, RecipientRecord
 
 # members@delta types kept (the issue: user, group and orgContact; devices etc. are ignored).
 MEMBER_TYPES = frozenset({"#microsoft.graph.user", "#microsoft.graph.group",
@@ -165,23 +165,13 @@ def map_contact(obj: Mapping[str, Any], accepted: frozenset[str] | None = None) 
 MAPPERS = {"users": map_user, "groups": map_group, "contacts": map_contact}
 
 
-def member_changes(
-    group_id: str, members_delta: Iterable[Any]
-) -> tuple[list[MemberRef], list[MemberRef]]:
+def _member_items(members_delta: Iterable[Any]) -> Iterator[tuple[str, bool]]:
     """members@delta items: `@removed` = membership removed or member deleted.
 
     Microsoft Learn "Get incremental changes to groups"
     (https://learn.microsoft.com/graph/delta-query-groups). A large group's list is split over
     pages, so these are changes to apply one by one, never the whole membership.
     """
-    adds: list[MemberRef] = []
-    removes: list[MemberRef] = []
-    for member_id, added in _member_items(members_delta):
-        (adds if added else removes).append(MemberRef(group_id, member_id))
-    return adds, removes
-
-
-def _member_items(members_delta: Iterable[Any]) -> Iterator[tuple[str, bool]]:
     for item in members_delta:
         if not isinstance(item, dict) or not item.get("id"):
             continue
@@ -244,13 +234,14 @@ def map_page(
                     members[obj_id] = changes
         if not obj.keys() <= _MEMBERSHIP_ONLY_KEYS:  # a bare membership slice has no properties
             records[obj_id] = mapper(obj, accepted)
-    adds: list[MemberRef] = []
-    removes: list[MemberRef] = []
+    adds: Edges = {}
+    removes: Edges = {}
     for group_id, changes in members.items():
-        added = [MemberRef(group_id, m) for m, is_added in changes.items() if is_added]
-        adds += added
+        added = [m for m, is_added in changes.items() if is_added]
+        if added:
+            adds[group_id] = added
         if len(added) < len(changes):
-            removes += [MemberRef(group_id, m) for m, is_added in changes.items() if not is_added]
+            removes[group_id] = [m for m, is_added in changes.items() if not is_added]
     return MappedPage(
         ChangeSet(
             upserts=[r for r in records.values() if r is not None],

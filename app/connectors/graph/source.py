@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from app.connectors.base import Page, SourceKind
+from app.connectors.base import Page, SourceKind, edge_count
 from app.connectors.graph.client import (
     DEFAULT_SELECT,
     ClientStats,
@@ -156,8 +156,8 @@ class GraphSource:
                     len(mapped.changes.upserts),
                     len(mapped.changes.deletes),
                     len(mapped.soft_deleted),
-                    len(mapped.changes.member_adds),
-                    len(mapped.changes.member_removes),
+                    edge_count(mapped.changes.member_adds),
+                    edge_count(mapped.changes.member_removes),
                     delta.is_final,
                 )
                 if delta.is_final:

@@ -1,7 +1,7 @@
 """Full and incremental reads of users, groups and contacts from one domain controller.
 
-Both reads are generators of `LdapPage`s so the runner can commit each page in its own
-transaction; only the final page carries the cursor. They block (ldap3): drive them with
+Both reads are generators of `LdapPage`s so the runner can commit page by page as they
+arrive; only the final page carries the cursor. They block (ldap3): drive them with
 `await asyncio.to_thread(next, pages, None)`.
 
 USNs are local to one DC: a cursor is only valid on the DC (URL and `invocationId`) that issued

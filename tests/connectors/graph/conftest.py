@@ -90,10 +90,10 @@ class Mirror:
         for obj_id in changes.deletes:
             self.records.pop(obj_id, None)
             self.members.pop(obj_id, None)
-        for ref in changes.member_adds:
-            self.members.setdefault(ref.group_external_id, set()).add(ref.member_external_id)
-        for ref in changes.member_removes:
-            self.members.get(ref.group_external_id, set()).discard(ref.member_external_id)
+        for group, members in changes.member_adds.items():
+            self.members.setdefault(group, set()).update(members)
+        for group, members in changes.member_removes.items():
+            self.members.get(group, set()).difference_update(members)
 
     async def run(self, client: GraphClient, resource: str, url: str | None = None) -> str:
         """One round from `url` (default: a full round); returns the new deltaLink."""

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from app.connectors.base import MemberRef, RecipientKind
+from app.connectors.base import RecipientKind
 from app.connectors.graph.mapping import (
     accepted_domains,
     map_contact,
     map_group,
     map_page,
     map_user,
-    member_changes,
 )
 
 DOMAINS = [
@@ -173,19 +172,17 @@ def test_contact_alias_in_accepted_domain_is_deliverable() -> None:
 
 
 def test_members_delta_adds_removes_and_ignores_devices() -> None:
-    adds, removes = member_changes(
-        "grp",
-        [
-            {"@odata.type": "#microsoft.graph.user", "id": "u1"},
-            {"@odata.type": "#microsoft.graph.group", "id": "g2"},
-            {"@odata.type": "#microsoft.graph.orgContact", "id": "c3"},
-            {"@odata.type": "#microsoft.graph.device", "id": "d4"},
-            {"@odata.type": "#microsoft.graph.user", "id": "u5", "@removed": {"reason": "deleted"}},
-            {"@odata.type": "#microsoft.graph.user"},
-        ],
-    )
-    assert adds == [MemberRef("grp", "u1"), MemberRef("grp", "g2"), MemberRef("grp", "c3")]
-    assert removes == [MemberRef("grp", "u5")]
+    members = [
+        {"@odata.type": "#microsoft.graph.user", "id": "u1"},
+        {"@odata.type": "#microsoft.graph.group", "id": "g2"},
+        {"@odata.type": "#microsoft.graph.orgContact", "id": "c3"},
+        {"@odata.type": "#microsoft.graph.device", "id": "d4"},
+        {"@odata.type": "#microsoft.graph.user", "id": "u5", "@removed": {"reason": "deleted"}},
+        {"@odata.type": "#microsoft.graph.user"},
+    ]
+    mapped = map_page("groups", [{"id": "grp", "members@delta": members}])
+    assert mapped.changes.member_adds == {"grp": ["u1", "g2", "c3"]}
+    assert mapped.changes.member_removes == {"grp": ["u5"]}
 
 
 def test_page_maps_removed_objects_to_deletes_and_skips_objects_without_id() -> None:
@@ -214,7 +211,7 @@ def test_membership_only_slice_does_not_overwrite_the_group() -> None:
         ],
     )
     assert mapped.changes.upserts == []
-    assert mapped.changes.member_adds == [MemberRef("g1", "u9")]
+    assert mapped.changes.member_adds == {"g1": ["u9"]}
 
 
 def test_page_member_items_without_id_or_of_other_types_are_ignored() -> None:
@@ -232,7 +229,7 @@ def test_page_member_items_without_id_or_of_other_types_are_ignored() -> None:
             },
         ],
     )
-    assert mapped.changes.member_adds == [MemberRef("g1", "c1")]
+    assert mapped.changes.member_adds == {"g1": ["c1"]}
 
 
 def test_page_member_slices_merge_and_the_last_item_for_a_pair_wins() -> None:
@@ -260,12 +257,8 @@ def test_page_member_slices_merge_and_the_last_item_for_a_pair_wins() -> None:
         ],
     )  # fmt: skip
     assert [r.external_id for r in mapped.changes.upserts] == ["g1"]
-    assert set(mapped.changes.member_adds) == {
-        MemberRef("g1", "u1"), MemberRef("g1", "c1"),
-        MemberRef("g2", "u3"), MemberRef("g2", "7"), MemberRef("g2", "u4"),
-    }  # fmt: skip
-    assert set(mapped.changes.member_removes) == {MemberRef("g1", "u2"), MemberRef("g2", "u1")}
-    assert len(mapped.changes.member_adds) == 5
+    assert mapped.changes.member_adds == {"g1": ["u1", "c1"], "g2": ["u3", "7", "u4"]}
+    assert mapped.changes.member_removes == {"g1": ["u2"], "g2": ["u1"]}
 
 
 def test_addresses_keep_the_first_spelling_and_the_primary_survives_case_changes() -> None:

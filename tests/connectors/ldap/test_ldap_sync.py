@@ -7,7 +7,7 @@ independent read of the DC.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.connectors import guard
-from app.connectors.base import SourceKind
+from app.connectors.base import Page, SourceKind
 from app.connectors.ldap.source import STREAM, LdapSource
 from app.connectors.runner import CycleReport, RunnerOptions, approve_deletions, run_cycle
 from app.directory import groups
@@ -253,18 +253,27 @@ async def test_dc_down_mid_round_leaves_the_mirror_and_lookups_until_stale(
     before = await mirror_snapshot(sessionmaker, connector_id)
     last_success = (await connector_row(sessionmaker, connector_id)).last_success_at
 
-    def stop_after_first_page(stream: str, pages: int, objects: int) -> None:
-        if pages == 1:
-            samba_dc.stop()
+    class DcStopsAfterFirstPage:
+        """The DC goes away right after serving the round's first page (the runner reads
+        ahead, so stopping it from a progress callback could come after the last read)."""
+
+        kind, streams = source.kind, source.streams
+
+        async def pages(self, stream: str, cursor: Any) -> AsyncIterator[Page]:
+            served = 0
+            async for page in source.pages(stream, cursor):
+                yield page
+                served += 1
+                if served == 1:
+                    samba_dc.stop()
 
     try:
         report = await run_cycle(
             sessionmaker,
             connector_id,
-            source,
+            DcStopsAfterFirstPage(),
             full=True,
             options=options(max_attempts=2),
-            on_page=stop_after_first_page,
         )
         assert not report.ok
         assert await mirror_snapshot(sessionmaker, connector_id) == before
