@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from sqlalchemy import String, Table, cast, delete, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.connectors import cursors
 from app.connectors.base import Page, Source
 from app.connectors.graph.models import WebhookInbox
 from app.connectors.graph.notifications import (
@@ -262,7 +263,9 @@ class InboxAwareSource:
 
     Pass `after_commit` (the runner's hook) to the runner: it chains the original hook first
     (the lookup index sees the change sooner), then marks the rows of a round whose final page
-    just committed.
+    has committed. The runner reads pages ahead and commits several at a time, so a final page
+    that was produced may not be committed yet at a given commit: its rows wait until the
+    stored resume point is the final page's own.
     """
 
     def __init__(
@@ -281,7 +284,7 @@ class InboxAwareSource:
         self.connector_id = connector_id
         self._chained = after_commit
         self.clock = clock
-        self._final: list[list[int]] = []
+        self._final: list[tuple[str, dict[str, Any], list[int]]] = []  # stream, cursor, rows
         self.rounds_marked = 0
 
     def __getattr__(self, name: str) -> Any:  # stats and other extras of the wrapped source
@@ -298,20 +301,29 @@ class InboxAwareSource:
             claimed = []
         async for page in self.source.pages(stream, cursor):
             if page.final and claimed:
-                self._final.append(claimed)
+                self._final.append((stream, page.cursor, claimed))
             yield page
 
     async def after_commit(self) -> None:
         if self._chained is not None:
             await self._chained()
-        while self._final:
-            ids = self._final.pop()
+        for waiting in list(self._final):
+            stream, cursor, ids = waiting
             try:
+                if not await self._committed(stream, cursor):
+                    continue
+                self._final.remove(waiting)
                 await mark_handled(self.sessionmaker, ids, now=self.clock())
                 self.rounds_marked += 1
             except Exception as exc:
                 logger.warning("inbox rows not marked: count=%d error=%s", len(ids),
                                type(exc).__name__)  # fmt: skip
+
+    async def _committed(self, stream: str, cursor: dict[str, Any]) -> bool:
+        """Whether the stream's stored resume point is this final page's (a new deltaLink)."""
+        async with self.sessionmaker() as session:
+            stored = await cursors.load(session, self.connector_id, stream)
+        return stored is not None and stored.round_id is None and stored.value == cursor
 
 
 # ---- draining
