@@ -2,19 +2,19 @@
 
 A crash at any point resumes from the last committed page without loss or duplication (pages
 are idempotent). Pages that already wait when one is written share its transaction (and the
-last one's resume point); a transaction never waits on the source. Deletions wait in the guard until the round ends; a full round's sweep happens
-only after its final page commits, so a directory that vanishes mid-round never causes a sweep.
+last one's resume point); a transaction never waits on the source. Deletions wait in the guard
+until the round ends; a full round's sweep happens only after its final page commits, so a
+directory that vanishes mid-round never causes a sweep.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.connectors import cursors, guard, leases
 from app.connectors.base import Page, Source
+from app.connectors.prefetch import Prefetch
 from app.db.maintenance import analyze_grown, worth_checking
 from app.directory import service
 from app.directory.models import Connector, Domain, Tenant
@@ -288,7 +289,6 @@ PREFETCH_PAGES = 6
 # The transaction never waits for the network: it commits as soon as no page is waiting.
 BATCH_MAX_PAGES = 16
 BATCH_MAX_SECONDS = 1.0
-_DONE = object()
 
 
 def _batch_continues(upcoming: Prefetch, pages: int, started: float) -> bool:
@@ -297,59 +297,6 @@ def _batch_continues(upcoming: Prefetch, pages: int, started: float) -> bool:
         and pages < BATCH_MAX_PAGES
         and time.monotonic() - started < BATCH_MAX_SECONDS
     )
-
-
-class Prefetch:
-    """Runs the page producer up to `depth` pages ahead; its errors surface in order."""
-
-    def __init__(self, pages: AsyncIterator[Page], *, depth: int) -> None:
-        self._pages = pages
-        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=depth)
-        self._failed = False
-        self._ended = False
-        self._producer: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> Prefetch:
-        self._producer = asyncio.create_task(self._produce(), name="page-prefetch")
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        if self._producer is not None:
-            self._producer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._producer
-        aclose = getattr(self._pages, "aclose", None)
-        if aclose is not None:
-            with contextlib.suppress(Exception):
-                await aclose()
-
-    async def _produce(self) -> None:
-        try:
-            async for page in self._pages:
-                await self._queue.put(page)
-            await self._queue.put(_DONE)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:  # handed to the consumer, raised there
-            self._failed = True
-            await self._queue.put(exc)
-
-    def ready(self) -> bool:
-        """A page is waiting and the producer has not failed (a failure ends the batch first,
-        so the pages before it commit)."""
-        return not self._failed and not self._queue.empty()
-
-    async def next(self) -> Page | None:
-        """The next page; None when the producer ended; the producer's error, raised."""
-        if self._ended:
-            return None
-        item = await self._queue.get()
-        if item is _DONE:
-            self._ended = True
-            return None
-        if isinstance(item, BaseException):
-            raise item
-        return item
 
 
 async def _apply_page(
