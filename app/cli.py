@@ -574,7 +574,7 @@ def import_command(
 @graph_cli.command("subscriptions")
 def graph_subscriptions(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List the Graph subscriptions Roster keeps (from the database; secrets never shown)."""
-    from app.connectors.graph.subscriptions import list_recorded
+    from app.connectors.graph.realtime import list_recorded
 
     async def work(settings: Settings) -> list[dict[str, Any]]:
         return await _with_session(settings, list_recorded)
@@ -604,7 +604,7 @@ def graph_unsubscribe(
     A running `roster serve` with ROSTER_PUBLIC_URL set creates new ones: stop it, or unset
     ROSTER_PUBLIC_URL, first.
     """
-    from app.connectors.graph.subscriptions import subscription_client_factory, unsubscribe
+    from app.connectors.graph.realtime import subscription_client_factory, unsubscribe
     from app.db.engine import create_engine, create_sessionmaker
 
     async def work(settings: Settings) -> list[str]:

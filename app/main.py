@@ -35,7 +35,7 @@ from app.api.routes import (
 from app.api.routes import imports as import_routes
 from app.api.routes.graph_notifications import GraphWebhookFastPath
 from app.apikeys import KeyCache
-from app.connectors.graph.subscriptions import build_receiver, start_realtime
+from app.connectors.graph.realtime import build_receiver, start_realtime
 from app.db.engine import create_engine, create_sessionmaker
 from app.directory.index_sync import IndexSync
 from app.directory.lookup import LookupIndex, LookupOptions

@@ -18,24 +18,17 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
-from kiota_abstractions.api_error import APIError
-from msgraph.generated.models.subscription import Subscription
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.connectors import leases
-from app.connectors.graph.client import GraphClient, GraphError
+from app.connectors.graph.client import GraphError
 from app.connectors.graph.inbox import (
-    InboxDrainer,
-    InboxWriter,
-    Triggerable,
-    WebhookReceiver,
     add_follow_up,
     utcnow,
 )
@@ -46,106 +39,23 @@ from app.connectors.graph.notifications import (
     KnownSubscription,
     SubscriptionRegistry,
 )
-from app.connectors.graph.secrets import ClientStateCipher, SecretKeyError, new_client_state
-from app.settings import GraphSettings, Settings
+from app.connectors.graph.secrets import ClientStateCipher, new_client_state
+from app.connectors.graph.subscription_client import (
+    GraphSubscriptionClient,
+    RemoteSubscription,
+    SubscriptionGone,
+    aware,
+)
 
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 MAX_LIFETIME = timedelta(minutes=41_760)
 RESOURCES = ("/users", "/groups")
-CHANGE_TYPE = "updated,deleted"  # the only change types users and groups support
 NOTIFICATIONS_PATH = "/v1/graph/notifications"
 LIFECYCLE_PATH = "/v1/graph/lifecycle"
 REAUTHORIZE = LIFECYCLE_KINDS["reauthorizationRequired"]
 REMOVED = LIFECYCLE_KINDS["subscriptionRemoved"]
-
-
-class SubscriptionGone(GraphError):
-    """Graph answered 404 for a subscription: it expired or was removed; create a new one."""
-
-
-@dataclass(frozen=True, slots=True)
-class RemoteSubscription:
-    id: str
-    resource: str
-    expires_at: datetime | None
-    notification_url: str | None
-
-
-class GraphSubscriptionClient(GraphClient):
-    """Subscription CRUD through msgraph-sdk's typed builders (a handful of small objects, so
-    the typed models' cost does not matter here, unlike delta pages)."""
-
-    async def create_subscription(
-        self, *, resource: str, notification_url: str, lifecycle_url: str, client_state: str,
-        expires_at: datetime,
-    ) -> RemoteSubscription:  # fmt: skip
-        body = Subscription(
-            change_type=CHANGE_TYPE,
-            resource=resource,
-            notification_url=notification_url,
-            lifecycle_notification_url=lifecycle_url,
-            client_state=client_state,
-            expiration_date_time=expires_at,
-        )
-        created = await self._call("create", lambda: self._sdk.subscriptions.post(body))
-        if created is None or not created.id:
-            raise GraphError("graph created a subscription without an id")
-        return _remote(created)
-
-    async def renew_subscription(self, sub_id: str, expires_at: datetime) -> RemoteSubscription:
-        body = Subscription(expiration_date_time=expires_at)
-        item = self._sdk.subscriptions.by_subscription_id(sub_id)
-        renewed = await self._call("renew", lambda: item.patch(body))
-        if renewed is None:
-            return RemoteSubscription(sub_id, "", expires_at, None)
-        return _remote(renewed)
-
-    async def reauthorize_subscription(self, sub_id: str) -> None:
-        item = self._sdk.subscriptions.by_subscription_id(sub_id)
-        await self._call("reauthorize", lambda: item.reauthorize.post())
-
-    async def delete_subscription(self, sub_id: str) -> None:
-        """Deleting what Graph no longer has is fine."""
-        item = self._sdk.subscriptions.by_subscription_id(sub_id)
-        with contextlib.suppress(SubscriptionGone):
-            await self._call("delete", lambda: item.delete())
-
-    async def list_subscriptions(self) -> list[RemoteSubscription]:
-        """Every subscription of this application in the tenant (follows nextLinks)."""
-        result: list[RemoteSubscription] = []
-        builder = self._sdk.subscriptions
-        while True:
-            page = await self._call("list", lambda b=builder: b.get())  # type: ignore[misc]
-            if page is None:
-                return result
-            result.extend(_remote(s) for s in page.value or [] if s.id)
-            if not page.odata_next_link:
-                return result
-            builder = builder.with_url(page.odata_next_link)
-
-    async def _call(self, what: str, call: Callable[[], Any]) -> Any:
-        try:
-            return await call()
-        except APIError as exc:
-            if exc.response_status_code == 404:
-                raise SubscriptionGone(f"graph subscription {what}: 404") from exc
-            raise self._map_api_error(exc, f"{self.base_url}/subscriptions") from exc
-
-
-def _remote(sub: Subscription) -> RemoteSubscription:
-    return RemoteSubscription(
-        id=str(sub.id),
-        resource=sub.resource or "",
-        expires_at=_aware(sub.expiration_date_time) if sub.expiration_date_time else None,
-        notification_url=sub.notification_url,
-    )
-
-
-def _aware(when: datetime) -> datetime:
-    """SQLite hands back naive datetimes; everything here is UTC."""
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def webhook_urls(public_url: str) -> tuple[str, str]:
@@ -322,10 +232,10 @@ class SubscriptionManager:
         return self._verified_at is None or now - self._verified_at >= self.options.verify_every
 
     def _renewal_due(self, row: GraphSubscription, now: datetime) -> bool:
-        last = _aware(row.renewed_at or row.created_at)
+        last = aware(row.renewed_at or row.created_at)
         return (
             now - last >= self.options.renew_after
-            or _aware(row.expires_at) - now <= self.options.renew_before
+            or aware(row.expires_at) - now <= self.options.renew_before
         )
 
     @contextlib.asynccontextmanager
@@ -362,7 +272,7 @@ class SubscriptionManager:
                 row.resource not in self.options.resources
                 or row.resource in live
                 or lost
-                or _aware(row.expires_at) <= now
+                or aware(row.expires_at) <= now
             ):
                 if found is not None or remote is None:
                     with contextlib.suppress(GraphError):
@@ -497,123 +407,3 @@ class SubscriptionManager:
 
 
 # ---- wiring, CLI
-
-
-def subscription_client_factory(graph: GraphSettings) -> Callable[[], GraphSubscriptionClient]:
-    return lambda: GraphSubscriptionClient.from_settings(graph)
-
-
-def build_receiver(
-    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings
-) -> WebhookReceiver:
-    """The webhook routes' state; connects nothing (the writer starts on first use)."""
-    cipher = None
-    if settings.secret_key is not None:
-        try:
-            cipher = ClientStateCipher(settings.secret_key)
-        except SecretKeyError as exc:
-            logger.error("graph webhooks disabled: %s", exc.message)
-    return WebhookReceiver(SubscriptionRegistry(sessionmaker, cipher), InboxWriter(sessionmaker))
-
-
-async def start_realtime(
-    receiver: WebhookReceiver,
-    sessionmaker: async_sessionmaker[AsyncSession],
-    settings: Settings,
-    workers: Mapping[str, Triggerable],
-    *,
-    options: ManagerOptions | None = None,
-    clock: Clock = utcnow,
-) -> list[asyncio.Task[None]]:
-    """The inbox drainer, and (with ROSTER_PUBLIC_URL) the subscription manager, for the Graph
-    connector configured in the environment. Without a public URL the poll is the only mode."""
-    if settings.graph is None:
-        return []
-    from app.connectors.registry import ensure_env_connectors
-    from app.directory.records import SourceKind
-
-    async with sessionmaker.begin() as session:
-        rows = [r for r in await ensure_env_connectors(session, settings)
-                if r.kind == SourceKind.GRAPH.value]  # fmt: skip
-    drainer = InboxDrainer(sessionmaker, workers)
-    receiver.drainer = drainer
-    receiver.listeners.append(lambda _lifecycle: drainer.wake())
-    tasks = [asyncio.create_task(drainer.run(), name="graph-inbox-drainer")]
-    if settings.public_url is None or not rows:
-        logger.info("graph change notifications off (no ROSTER_PUBLIC_URL): polling only")
-        return tasks
-    cipher = receiver.registry.cipher
-    if cipher is None:
-        logger.error("graph change notifications off: ROSTER_SECRET_KEY (16+ characters) is "
-                     "needed to keep subscription secrets; polling only")  # fmt: skip
-        return tasks
-    try:
-        webhook_urls(settings.public_url)
-    except ValueError as exc:
-        logger.error("graph change notifications off: %s; polling only", exc)
-        return tasks
-    graph = settings.graph
-    for row in rows:
-        manager = SubscriptionManager(
-            sessionmaker,
-            row.id,
-            client_factory=subscription_client_factory(graph),
-            public_url=settings.public_url,
-            cipher=cipher,
-            registry=receiver.registry,
-            options=options,
-            clock=clock,
-        )
-        receiver.listeners.append(_wake_on_lifecycle(manager))
-        receiver.managers.append(manager)
-        tasks.append(asyncio.create_task(manager.run(), name=f"graph-subscriptions-{row.name}"))
-        logger.info("graph change notifications on: connector=%s url=%s", row.name,
-                    manager.notification_url)  # fmt: skip
-    return tasks
-
-
-def _wake_on_lifecycle(manager: SubscriptionManager) -> Callable[[bool], None]:
-    def listener(lifecycle: bool) -> None:
-        if lifecycle:
-            manager.wake()
-
-    return listener
-
-
-async def list_recorded(session: AsyncSession) -> list[dict[str, Any]]:
-    """Stored subscriptions for `roster graph subscriptions` (never their secrets)."""
-    rows = await session.scalars(select(GraphSubscription).order_by(GraphSubscription.created_at))
-    return [
-        {
-            "id": row.id,
-            "connector_id": row.connector_id,
-            "resource": row.resource,
-            "expires_at": _aware(row.expires_at).isoformat(),
-            "created_at": _aware(row.created_at).isoformat(),
-            "renewed_at": _aware(row.renewed_at).isoformat() if row.renewed_at else None,
-            "last_lifecycle_event": row.last_lifecycle_event,
-        }
-        for row in rows
-    ]
-
-
-async def unsubscribe(
-    sessionmaker: async_sessionmaker[AsyncSession],
-    client_factory: Callable[[], GraphSubscriptionClient],
-    ids: list[str] | None = None,
-) -> list[str]:
-    """Delete recorded subscriptions (all, or `ids`) at Graph and here; returns the ids."""
-    async with sessionmaker() as session:
-        stmt = select(GraphSubscription.id)
-        if ids:
-            stmt = stmt.where(GraphSubscription.id.in_(ids))
-        targets = list(await session.scalars(stmt))
-    targets += [sub_id for sub_id in ids or [] if sub_id not in targets]  # orphans at Graph
-    async with client_factory() as client:
-        for sub_id in targets:
-            await client.delete_subscription(sub_id)
-            async with sessionmaker.begin() as session:
-                await session.execute(
-                    delete(GraphSubscription).where(GraphSubscription.id == sub_id)
-                )
-    return targets

@@ -26,15 +26,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.connectors import leases
 from app.connectors.graph.models import GraphSubscription, WebhookInbox
+from app.connectors.graph.realtime import subscription_client_factory, unsubscribe
 from app.connectors.graph.secrets import ClientStateCipher
-from app.connectors.graph.subscriptions import (
-    GraphSubscriptionClient,
-    ManagerOptions,
-    SubscriptionManager,
-    subscription_client_factory,
-    unsubscribe,
-    webhook_urls,
-)
+from app.connectors.graph.subscription_client import GraphSubscriptionClient, SubscriptionGone
+from app.connectors.graph.subscriptions import ManagerOptions, SubscriptionManager, webhook_urls
 from app.directory.records import SourceKind
 from app.main import create_asgi
 from app.settings import GraphSettings, Settings
@@ -369,7 +364,6 @@ def test_the_public_url_must_be_https_except_on_loopback(url: str, ok: bool) -> 
 
 
 async def test_subscription_client_maps_404_to_gone(simulator: RunningSimulator) -> None:
-    from app.connectors.graph.subscriptions import SubscriptionGone
 
     async with GraphSubscriptionClient.from_settings(graph_settings(simulator)) as client:
         with pytest.raises(SubscriptionGone):
