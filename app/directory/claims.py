@@ -35,7 +35,7 @@ async def assign_addresses(
     otherwise the first owner keeps it. Every lost claim is recorded in address_conflicts.
     Returns the ids of recipients that lost an address (their index entries must refresh).
     """
-    tenant_id = connector.tenant_id
+    tenant_id, own_source = connector.tenant_id, connector.kind.value
     ids = list(changed)
     stored = [rid for rid in ids if rid not in fresh]
     for chunk in chunks(session, stored):  # their claims are decided afresh below
@@ -85,7 +85,7 @@ async def assign_addresses(
                 owner = None if address not in changed[owner[0]].addresses else owner
             if owner is None or owner[0] == rid:
                 inserts.append(_address_row(tenant_id, address, rid, is_primary))
-                owners[address] = (rid, connector.kind.value, prep.record.display_name)
+                owners[address] = (rid, own_source, prep.record.display_name)
                 continue
             owner_id, owner_source, owner_name = owner
             takes_over = (
@@ -100,7 +100,7 @@ async def assign_addresses(
             if takes_over:
                 removes.append((tenant_id, address))
                 inserts.append(_address_row(tenant_id, address, rid, is_primary))
-                owners[address] = (rid, connector.kind.value, prep.record.display_name)
+                owners[address] = (rid, own_source, prep.record.display_name)
                 losers.add(owner_id)
                 conflicts.append({"address": address, "owner_id": rid, "claimant_id": owner_id})
             else:

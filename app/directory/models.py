@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 import zlib
 from datetime import datetime
@@ -24,6 +25,13 @@ from app.db.base import Base, BigIntId, UTCDateTime
 
 def new_id() -> str:
     return str(uuid.uuid4())
+
+
+def new_ids(count: int) -> list[str]:
+    """`count` ids like `new_id()`'s from one read of the OS's random source: a read per id
+    cost ~8 µs in a bulk round, more than building the rest of the recipient's row."""
+    raw = os.urandom(16 * count)
+    return [str(uuid.UUID(bytes=raw[i : i + 16], version=4)) for i in range(0, len(raw), 16)]
 
 
 class Tenant(Base):

@@ -18,7 +18,7 @@ from app.db.upsert import bulk_insert
 from app.directory.changelog import record_changes
 from app.directory.claims import assign_addresses, hand_over
 from app.directory.memberships import apply_memberships
-from app.directory.models import Address, AddressConflict, Membership, Recipient, new_id
+from app.directory.models import Address, AddressConflict, Membership, Recipient, new_ids
 from app.directory.records import ChangeSet
 from app.directory.writes import ApplyResult, ConnectorRef, Prepared, prepare
 
@@ -91,6 +91,7 @@ async def _upsert_recipients(
     updates: list[dict[str, Any]] = []
     seen_unchanged: list[str] = []
     changed: dict[str, Prepared] = {}
+    fresh_ids = iter(new_ids(sum(1 for ext in prepared if ext not in existing)))
     for ext, prep in prepared.items():
         record = prep.record
         row = {
@@ -105,7 +106,7 @@ async def _upsert_recipients(
             "deleted_at": None,
         }
         if ext not in existing:
-            rid = new_id()
+            rid = next(fresh_ids)
             inserts.append(
                 row
                 | {
