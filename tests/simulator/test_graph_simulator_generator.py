@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from statistics import median
 
 from app.simulator.graph import SimulatorState, TenantSpec
 from app.simulator.graph.delta import DeltaEngine
@@ -90,9 +91,11 @@ def test_large_tenant_is_generated_and_paged_in_linear_time() -> None:
         else:
             assert members == snapshot["memberships"]
         links[resource] = page.delta_token
+        # The last pages cost what the first ones did (medians: one garbage collection over a
+        # million objects can stall any single page for a few hundred milliseconds).
         tenth = max(1, len(timings) // 10)
-        early, late = sum(timings[:tenth]), sum(timings[-tenth:])
-        assert late < 5 * early + 0.05  # the last pages cost what the first ones did
+        early, late = median(timings[:tenth]), median(timings[-tenth:])
+        assert late < 5 * early + 0.0005
 
     # An incremental round of 1,000 changes, deletions included, stays cheap.
     started = time.perf_counter()
