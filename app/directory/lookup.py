@@ -20,7 +20,15 @@ from app.directory.addresses import (
     normalize_domain,
     subaddress_base,
 )
-from app.directory.verdicts import LookupResult, Reason, Verdict
+from app.directory.verdicts import (
+    ACCEPT,
+    DISABLED,
+    REJECT,
+    LookupResult,
+    Reason,
+    Resolved,
+    Verdict,
+)
 from app.errors import Malformed
 
 
@@ -196,8 +204,8 @@ class LookupIndex:
             at = entry._primary
             primary = f"{entry.locals[at]}@{entry.domains[at]}"
             if not entry.profile.enabled and self.options.reject_disabled:
-                return _REJECT, _DISABLED, primary
-            return _ACCEPT, None, primary
+                return REJECT, DISABLED, primary
+            return ACCEPT, None, primary
         if not tenant.ready:
             return _RESOLVED_NOT_READY
         if tenant.stale_after is not None and self.clock() > tenant.stale_after:
@@ -314,13 +322,8 @@ _TEMPFAIL_UNAVAILABLE = (
 
 
 Found = tuple[Verdict, Reason | None, str | None, Entry | None, TenantState | None, str | None]
-Resolved = tuple[Verdict, Reason | None, str | None]
 
-# `resolve`'s answers, prebuilt: reading an enum member as a class attribute costs ~0.15 µs on
-# Python 3.11 (EnumType.__getattr__ hooks every class attribute lookup).
-_ACCEPT = Verdict.ACCEPT
-_REJECT = Verdict.REJECT
-_DISABLED = Reason.DISABLED
+# `resolve`'s constant answers, prebuilt.
 _RESOLVED_UNAVAILABLE: Resolved = (Verdict.TEMPFAIL, Reason.UNAVAILABLE, None)
 _RESOLVED_NOT_READY: Resolved = (Verdict.TEMPFAIL, Reason.NOT_READY, None)
 _RESOLVED_STALE: Resolved = (Verdict.TEMPFAIL, Reason.STALE, None)

@@ -26,6 +26,16 @@ class Reason(StrEnum):
     MALFORMED = "malformed"
 
 
+# For the hot paths (socketmap, tcp_table, the index's `resolve`): reading an enum member as a
+# class attribute costs ~0.15 µs on Python 3.11, a module global ~0.02 µs.
+ACCEPT = Verdict.ACCEPT
+REJECT = Verdict.REJECT
+DISABLED = Reason.DISABLED
+
+# (verdict, reason, primary address): all the mail protocols need from a lookup.
+Resolved = tuple[Verdict, Reason | None, str | None]
+
+
 class LookupResult(NamedTuple):
     """One verdict with the fields of the HTTP answer (DESIGN.md section 6).
 

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol, cast
 
-from app.directory.verdicts import LookupResult, Reason, Verdict
+from app.directory.verdicts import LookupResult, Reason, Resolved, Verdict
 from app.mailproto import netstring, policy, socketmap, tcp_table
 from app.mailproto.policy import PolicyRequest
 
@@ -62,6 +62,15 @@ def _safe(lookup: Callable[[str], LookupResult], key: str) -> LookupResult:
     except Exception:
         logger.exception("mailproto lookup failed: key=%r", key)
         return LookupResult(address=key, verdict=Verdict.TEMPFAIL, reason=Reason.UNAVAILABLE)
+
+
+def _safe_resolve(resolve: Callable[[str], Resolved], key: str) -> Resolved:
+    """The lean path for resolvers that offer `resolve` (the real index); same safety net."""
+    try:
+        return resolve(key)
+    except Exception:
+        logger.exception("mailproto lookup failed: key=%r", key)
+        return Verdict.TEMPFAIL, Reason.UNAVAILABLE, None
 
 
 class Listener:
@@ -201,12 +210,7 @@ class _SocketmapConnection(_Connection):
         if request is None or resolve is None or request[0] is _DOMAINS:
             return self.answer_in_full(frame)
         # The hot path: recipients/primary on the real index, straight from verdict to bytes.
-        try:
-            verdict, reason, primary = resolve(request[1])
-        except Exception:
-            logger.exception("mailproto lookup failed: key=%r", request[1])
-            verdict, reason, primary = Verdict.TEMPFAIL, Reason.UNAVAILABLE, None
-        return socketmap.reply(verdict, reason, primary)
+        return socketmap.reply(*_safe_resolve(resolve, request[1]))
 
     def answer_in_full(self, frame: bytes) -> bytes:
         """Every request the hot path does not take: junk, unknown maps, domains, test resolvers."""
@@ -260,12 +264,7 @@ class _TcpTableConnection(_Connection):
         resolve = self.resolve
         if resolve is None:
             return tcp_table.format_reply(_safe(self.resolver.lookup, key))
-        try:
-            verdict, reason, primary = resolve(key)
-        except Exception:
-            logger.exception("mailproto lookup failed: key=%r", key)
-            verdict, reason, primary = Verdict.TEMPFAIL, Reason.UNAVAILABLE, None
-        return tcp_table.reply(verdict, reason, primary)
+        return tcp_table.reply(*_safe_resolve(resolve, key))
 
 
 class _PolicyConnection(_Connection):

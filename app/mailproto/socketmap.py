@@ -10,7 +10,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import NamedTuple
 
-from app.directory.verdicts import LookupResult, Reason, Verdict
+from app.directory.verdicts import ACCEPT, REJECT, LookupResult, Reason, Verdict
 from app.mailproto import netstring
 
 
@@ -95,19 +95,16 @@ def payload(verdict: Verdict, reason: Reason | None, value: str | None) -> bytes
     return TEMP + _text(f"roster {reason.value if reason else 'unavailable'}")
 
 
-# For `reply`: a framed reply that never varies, and enum members read once (a class attribute
-# read of an enum member costs ~0.15 µs on Python 3.11).
+# For `reply`: a framed reply that never varies.
 NOTFOUND_REPLY = netstring.encode(NOTFOUND)
-_ACCEPT = Verdict.ACCEPT
-_REJECT = Verdict.REJECT
 
 
 def reply(verdict: Verdict, reason: Reason | None, value: str | None) -> bytes:
     """`netstring.encode(payload(...))` in one step, for the lookups the server answers most."""
-    if verdict is _ACCEPT and value:
+    if verdict is ACCEPT and value:
         data = value.encode("utf-8")
         return b"%d:OK %b," % (len(data) + 3, data)
-    if verdict is _REJECT:
+    if verdict is REJECT:
         return NOTFOUND_REPLY
     return netstring.encode(payload(verdict, reason, value))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote_to_bytes
 
-from app.directory.verdicts import LookupResult, Reason, Verdict
+from app.directory.verdicts import ACCEPT, REJECT, LookupResult, Reason, Verdict
 
 FOUND = b"200 "
 NOT_FOUND = b"500 not%20found\n"
@@ -57,16 +57,11 @@ def format_reply(result: LookupResult) -> bytes:
     return reply(result.verdict, result.reason, result.primary or result.matched or result.address)
 
 
-# Read once: an enum member read as a class attribute costs ~0.15 µs on Python 3.11.
-_ACCEPT = Verdict.ACCEPT
-_REJECT = Verdict.REJECT
-
-
 def reply(verdict: Verdict, reason: Reason | None, value: str | None) -> bytes:
     """The reply line from a bare verdict; `value` is what 200 carries."""
-    if verdict is _ACCEPT:
+    if verdict is ACCEPT:
         return FOUND + quote(value or "") + b"\n"
-    if verdict is _REJECT:
+    if verdict is REJECT:
         return NOT_FOUND
     return format_error(f"roster {reason.value if reason else 'unavailable'}")
 
