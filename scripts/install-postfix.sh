@@ -1,6 +1,6 @@
 #!/bin/sh
 # Install Debian's postfix for the end-to-end mail protocol tests without a system instance:
-# debconf "No configuration" writes no main.cf and starts nothing on port 25 (FACTS.md section 7).
+# debconf "No configuration" writes no main.cf and starts nothing on port 25 (docs/testing.md §2).
 # Idempotent: does nothing when postfix is already installed. Must run as root.
 set -eu
 

@@ -6,7 +6,7 @@
 #   scripts/samba-dc.sh start DIR      start the DC of DIR in the background, wait until LDAP answers
 #   scripts/samba-dc.sh stop DIR       stop the DC of DIR
 #
-# FACTS.md section 8 records what this was measured against (Samba 4.17, Debian bookworm).
+# docs/testing.md §3 says how the tests use it (measured with Samba 4.17, Debian bookworm).
 set -euo pipefail
 
 REALM=EXAMPLE.TEST

@@ -1,4 +1,4 @@
-"""Settings as operators write them in the environment (DESIGN.md sections 11 and 12)."""
+"""Settings as operators write them in the environment (docs/contracts.md §11, §12)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""HTTP request and response shapes (DESIGN.md section 6 and 11)."""
+"""HTTP request and response shapes (docs/contracts.md §6, §11)."""
 
 from __future__ import annotations
 

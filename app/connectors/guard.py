@@ -1,4 +1,4 @@
-"""The mass-deletion guard (DESIGN.md section 5).
+"""The mass-deletion guard (docs/contracts.md §5).
 
 During a round, deletions (`@removed`, tombstones, and the end-of-round sweep) are only noted in
 `pending_deletions`. When the round ends they are applied together, unless there are more than

@@ -1,4 +1,4 @@
-"""Address normalization and subaddressing (DESIGN.md section 3).
+"""Address normalization and subaddressing (docs/contracts.md §3).
 
 Postfix lower-cases socketmap and tcp_table keys but sends the policy service the recipient as
 typed, and never strips `+tag` for these tables: Roster does both itself.

@@ -1,4 +1,4 @@
-"""The in-memory lookup index and the verdict rules (DESIGN.md sections 3 and 4).
+"""The in-memory lookup index and the verdict rules (docs/contracts.md §3, §4).
 
 The hot path is `LookupIndex.lookup`: pure dictionary work, never a database query. The index is
 filled and kept current by `app.directory.index_sync`; while it cannot vouch for a tenant, that

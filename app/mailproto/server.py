@@ -2,8 +2,8 @@
 
 Lookups are synchronous calls into an in-memory index, so each connection is a plain
 `asyncio.Protocol` (no per-request task or await): that keeps a lookup at a few µs of CPU.
-Postfix keeps connections open and reuses them (FACTS.md section 6), so idle connections are
-closed only after `idle_timeout`, longer than Postfix's own idle limits.
+Postfix keeps connections open and reuses them (docs/outside-behaviour.md §7), so idle
+connections are closed only after `idle_timeout`, longer than Postfix's own idle limits.
 """
 
 from __future__ import annotations

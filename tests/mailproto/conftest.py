@@ -20,7 +20,7 @@ from app.mailproto.server import Listener
 from .fakes import DictResolver
 from .postfix import PrivatePostfix, SmtpProbe, free_port, is_installed
 
-# Postfix's answer when smtpd cannot reach the policy service (FACTS.md section 6); README
+# Postfix's answer when smtpd cannot reach the policy service (docs/outside-behaviour.md §9); README
 # tells operators to set the same.
 POLICY_DEFAULT_ACTION = "451 4.3.0 Temporary lookup failure"
 

@@ -1,4 +1,4 @@
-"""A private Postfix instance for end-to-end tests (FACTS.md section 7), plus a raw SMTP probe.
+"""A private Postfix instance for end-to-end tests (docs/testing.md §2), plus a raw SMTP probe.
 
 One master runs several smtpd listeners, each on its own loopback port with its own `-o`
 overrides, so every lookup mode is tested by one start (~2 s) instead of a start per mode.
@@ -21,7 +21,7 @@ from pathlib import Path
 POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
 POSTMAP = shutil.which("postmap") or "/usr/sbin/postmap"
 
-# main.cf as FACTS.md section 7 has it; "{base}" is the private base directory.
+# main.cf as docs/testing.md §2 describes it; "{base}" is the private base directory.
 MAIN_CF: dict[str, str] = {
     "compatibility_level": "3.6",
     "queue_directory": "{base}/queue",
@@ -198,7 +198,7 @@ class SmtpProbe:
         return await self.reply()
 
     async def rcpt(self, address: str, sender: str = "probe@probe.invalid") -> str:
-        """A fresh transaction per probe (RSET + MAIL + RCPT), as FACTS.md section 7 does."""
+        """A fresh transaction per probe (RSET + MAIL + RCPT), as docs/testing.md §2 says."""
         await self.command("RSET")
         assert (await self.command(f"MAIL FROM:<{sender}>")).startswith("250")
         return await self.command(f"RCPT TO:<{address}>")

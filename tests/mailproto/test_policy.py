@@ -1,4 +1,7 @@
-"""Policy delegation blocks and actions as bytes (SMTPD_POLICY_README, FACTS.md section 6)."""
+"""Policy delegation blocks and actions as bytes.
+
+SMTPD_POLICY_README; what Postfix sends: docs/outside-behaviour.md §8.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from app.directory.verdicts import LookupResult, Reason, Verdict
 from app.mailproto import policy
 from app.mailproto.policy import PolicyDecoder, PolicyError, PolicyRequest, parse_request
 
-# What Postfix 3.7 sends at RCPT (FACTS.md section 6), in its order.
+# What Postfix 3.7 sends at RCPT (docs/outside-behaviour.md §8), in its order.
 POSTFIX_BLOCK = (
     b"request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\n"
     b"client_address=127.0.0.1\nclient_name=unknown\nclient_port=60056\n"

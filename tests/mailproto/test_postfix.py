@@ -1,6 +1,7 @@
 """End to end: a real Postfix asks Roster's listeners, we speak raw SMTP to Postfix.
 
-Expected replies are the ones Postfix 3.7 gives (FACTS.md section 6 table; DESIGN.md section 7).
+Expected replies are the ones Postfix 3.7 gives: docs/outside-behaviour.md §9 and
+docs/contracts.md §7.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ async def test_unknown_address_in_our_domain_is_550_5_1_1_for_tables(
 async def test_unknown_address_in_our_domain_is_550_5_1_1_for_policy(
     roster_postfix: RosterPostfix,
 ) -> None:
-    # The DESIGN.md wire reply: Postfix adds "<addr>: Recipient address rejected:" itself.
+    # The wire reply of docs/contracts.md §7: Postfix adds "<addr>: Recipient address rejected:"
+    # itself.
     probe = await roster_postfix.probe("policy")
     replies = await probe.rcpts(["Nobody+x@example.com", "nobody@contoso.com"])
     await probe.close()

@@ -1,4 +1,4 @@
-"""socketmap requests and replies as bytes (socketmap_table(5), FACTS.md section 6)."""
+"""socketmap requests and replies as bytes (socketmap_table(5), docs/outside-behaviour.md §7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""tcp_table requests and replies as bytes (tcp_table(5), FACTS.md section 6)."""
+"""tcp_table requests and replies as bytes (tcp_table(5), docs/outside-behaviour.md §7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Graph webhooks: public routes, verified per item by clientState (DESIGN.md section 8).
+"""Graph webhooks: public routes, verified per item by clientState (docs/contracts.md §8).
 
 Graph wants the validation handshake echoed within 10 s and every notification answered 2xx
 within 3 s; slow endpoints get their notifications delayed, then dropped (Microsoft Learn

@@ -2,7 +2,8 @@
 
 Pages go through msgraph-sdk's request adapter (authentication, retry/`Retry-After` middleware) as
 raw bytes and are parsed with orjson: typed models cost ~7 ms per object, kiota turns GUID strings
-in `additional_data` into UUIDs, and `PageIterator` drops `@odata.deltaLink` (DESIGN.md section 8).
+in `additional_data` into UUIDs, and `PageIterator` drops `@odata.deltaLink`
+(docs/outside-behaviour.md §6).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from app.connectors.graph.transport import AiohttpTransport
 from app.logging import RedactingFilter
 
 logger = logging.getLogger(__name__)
-# httpx logs every request URL at INFO, and delta links carry their tokens (STYLE.md section 8):
+# httpx logs every request URL at INFO, and delta links carry their tokens (docs/contracts.md §1):
 # mask them where the record is made, whatever handlers the process installs.
 if not any(isinstance(f, RedactingFilter) for f in logging.getLogger("httpx").filters):
     logging.getLogger("httpx").addFilter(RedactingFilter())

@@ -31,7 +31,7 @@ CredentialFactory = Callable[[], AsyncTokenCredential]
 
 
 class GraphCredentialSettings(Protocol):
-    """The fields of `Settings.graph` this module reads (DESIGN.md section 12)."""
+    """The fields of `Settings.graph` this module reads (docs/contracts.md §12)."""
 
     tenant_id: str
     client_id: str

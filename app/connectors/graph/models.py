@@ -1,4 +1,7 @@
-"""Graph change-notification state: subscriptions and the webhook inbox (DESIGN.md section 8)."""
+"""Graph change-notification state: subscriptions and the webhook inbox.
+
+How they are used: docs/architecture.md §9.
+"""
 
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 
 Shapes follow Microsoft Learn "Receive change notifications through webhooks" and "Reduce missing
 subscriptions and change notifications". Users and groups never carry resource data, only an id,
-so a verified notification only says "run a delta round of this stream" (FACTS.md section 2).
+so a verified notification only says "run a delta round of this stream"
+(docs/outside-behaviour.md §2).
 Every item is checked on its own: one POST can mix subscriptions, and a forged item must not
 ride along with good ones.
 """

@@ -1,7 +1,7 @@
 """Graph subscription CRUD (create, renew, reauthorize, delete, list) through msgraph-sdk.
 
 Microsoft Learn "Create subscription", "Update subscription", "subscription: reauthorize"; a 404
-means the subscription expired or was removed (FACTS.md section 2).
+means the subscription expired or was removed (docs/outside-behaviour.md §2).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Graph subscriptions on /users and /groups: create, renew, reauthorize, recreate, remove.
 
 Microsoft Learn "Create subscription", "Update subscription", "subscription: reauthorize" and
-"Reduce missing subscriptions and change notifications" (FACTS.md section 2): users and groups
-take `changeType=updated,deleted`, live at most 41,760 minutes, and get only
+"Reduce missing subscriptions and change notifications" (docs/outside-behaviour.md §2): users
+and groups take `changeType=updated,deleted`, live at most 41,760 minutes, and get only
 `reauthorizationRequired` lifecycle events, so a lost subscription shows up as a 404 on renewal.
 We renew daily, well before expiry, which also finds lost subscriptions within a day; the
 safety-net delta poll covers the data meanwhile.

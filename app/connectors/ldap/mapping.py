@@ -1,7 +1,7 @@
 """Active Directory entries -> `RecipientRecord`s.
 
 Pure functions over ldap3's raw attribute dicts (bytes values), so they are testable without a DC.
-Address rules are DESIGN.md section 3: `mail` plus every `smtp:` entry of `proxyAddresses`, the
+Address rules are docs/contracts.md §3: `mail` plus every `smtp:` entry of `proxyAddresses`, the
 upper-case `SMTP:` one is primary; `X500:`, `SIP:`, ... and `userPrincipalName` are not addresses.
 """
 

@@ -1,4 +1,4 @@
-"""Learned senders (DESIGN.md section 10): count sightings and turn them into `learned` recipients.
+"""Learned senders (docs/contracts.md §10): count sightings and turn them into `learned` recipients.
 
 A sighting is one message whose sender was vouched for: Postfix authenticated the client (SASL),
 the client is in ROSTER_TRUSTED_NETWORKS, or a write-scoped API caller reported it. After

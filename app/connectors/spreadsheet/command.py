@@ -1,6 +1,6 @@
 """The body of `roster import`, kept beside its connector so `app/cli.py` stays a thin parser.
 
-Works straight on the database named by ROSTER_DATABASE_URL (DESIGN.md section 11). `--json`
+Works straight on the database named by ROSTER_DATABASE_URL (docs/contracts.md §11). `--json`
 prints exactly the contract's keys; file-level refusals print the same shape with one error
 whose row is null.
 """

@@ -75,7 +75,7 @@ class Diff:
 
 @dataclass(slots=True)
 class ImportReport:
-    """The whole answer; `summary()` is the CLI's `--json` contract (DESIGN.md section 11)."""
+    """The whole answer; `summary()` is the CLI's `--json` contract (docs/contracts.md §11)."""
 
     mode: ImportMode
     dry_run: bool

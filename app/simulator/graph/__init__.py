@@ -1,4 +1,7 @@
-"""The built-in Microsoft Graph simulator: a seeded tenant served over HTTPS (DESIGN.md 8)."""
+"""The built-in Microsoft Graph simulator: a seeded tenant served over HTTPS.
+
+What it reproduces and why it exists: docs/architecture.md §11.
+"""
 
 from app.simulator.graph.certs import CertPaths, ensure_certificates, make_client_certificate
 from app.simulator.graph.generator import TenantSpec, generate

@@ -2,10 +2,11 @@
 
 Behaviour follows Microsoft Learn "Create subscription", "Update subscription", "subscription:
 reauthorize", "Receive change notifications through webhooks" and "Reduce missing subscriptions
-and change notifications" (FACTS.md section 2): users and groups take only `updated,deleted`;
-lifetime at most 41,760 minutes (under 45 is raised to 45); both URLs are validated with a
-`validationToken` POST that must be echoed as text/plain within 10 s before the subscription
-exists; notifications carry only ids and come in batches, retried with backoff on failure.
+and change notifications" (docs/outside-behaviour.md §2): users and groups take only
+`updated,deleted`; lifetime at most 41,760 minutes (under 45 is raised to 45); both URLs are
+validated with a `validationToken` POST that must be echoed as text/plain within 10 s before the
+subscription exists; notifications carry only ids and come in batches, retried with backoff on
+failure.
 Unlike Graph, plain http is accepted for loopback URLs (tests and demos run without TLS).
 """
 
@@ -236,7 +237,8 @@ class SubscriptionService:
             url = _checked_url(body["notificationUrl"], "notificationUrl")
             self._handshake(url)
             sub.notification_url = url
-        sub.needs_reauthorization = False  # a renewal also reauthorizes (FACTS.md section 2)
+        # A renewal also reauthorizes (docs/outside-behaviour.md §2).
+        sub.needs_reauthorization = False
         self._kick()
         return sub
 

@@ -1,4 +1,4 @@
-"""Graph JSON -> RecipientRecord / ChangeSet: the address rules of FACTS.md section 4."""
+"""Graph JSON -> RecipientRecord / ChangeSet: docs/contracts.md §3 (addresses)."""
 
 from __future__ import annotations
 
