@@ -1,4 +1,7 @@
-"""Every error leaves the API as {"error": "<Kind>", "detail": "<message>"}."""
+"""Every error leaves the API as {"error": "<Kind>", "detail": "<message>"} (app/api/responses.py).
+
+The handlers here map exceptions onto that shape; a 503 always carries `Retry-After`.
+"""
 
 from __future__ import annotations
 
@@ -10,27 +13,25 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.api.responses import JsonResponse
+from app.api.responses import JsonResponse, error_response
 from app.api.schemas import ErrorBody
 from app.errors import RosterError
 
 logger = logging.getLogger(__name__)
 
-
-def error_response(status: int, kind: str, detail: str, **headers: str) -> JsonResponse:
-    return JsonResponse({"error": kind, "detail": detail}, status_code=status, headers=headers)
+_HTTP_KINDS = {404: "NotFound", 405: "MethodNotAllowed", 413: "PayloadTooLarge"}
 
 
 def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for the error statuses a route really returns."""
+    """OpenAPI entries for the error statuses a route really returns (503s get `Retry-After`
+    in app/api/openapi.py)."""
     return {code: {"model": ErrorBody} for code in codes}
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RosterError)
     async def _roster(_: Request, exc: RosterError) -> JsonResponse:
-        headers = {"Retry-After": "30"} if exc.status_code == 503 else {}
-        return error_response(exc.status_code, type(exc).__name__, exc.message, **headers)
+        return error_response(exc.status_code, type(exc).__name__, exc.message)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JsonResponse:
@@ -42,20 +43,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JsonResponse:
-        kind = {404: "NotFound", 405: "MethodNotAllowed", 413: "PayloadTooLarge"}.get(
-            exc.status_code, "HTTPError"
-        )
-        return error_response(exc.status_code, kind, str(exc.detail))
+        kind = _HTTP_KINDS.get(exc.status_code, "HTTPError")
+        return error_response(exc.status_code, kind, str(exc.detail), headers=exc.headers)
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(DBAPIError)
     async def _database(_: Request, exc: Exception) -> JsonResponse:
         logger.error("database error, request not applied: %s", type(exc).__name__)
         return error_response(
-            503,
-            "DatabaseUnavailable",
-            "the database is unavailable; nothing was changed",
-            **{"Retry-After": "30"},
+            503, "DatabaseUnavailable", "the database is unavailable; nothing was changed"
         )
 
     @app.exception_handler(Exception)

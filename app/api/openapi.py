@@ -1,8 +1,9 @@
 """The OpenAPI document says what the API really returns: every error uses the one error shape.
 
 FastAPI documents request-validation failures with its own `HTTPValidationError` schema, but
-Roster renders them as `{"error", "detail"}` (app/api/errors.py); contract-testing tools would
-flag every 422. Here the document is rewritten to match.
+Roster renders them as `{"error", "detail"}` (app/api/responses.py); contract-testing tools would
+flag every 422. Here the document is rewritten to match, and every 503 (and the 429 of
+`/v1/auth/verify`) documents its `Retry-After` header.
 """
 
 from __future__ import annotations
@@ -12,12 +13,21 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from app.api.responses import RETRY_AFTER
+
 _ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
 _ERROR_SCHEMA = {
     "title": "ErrorBody",
     "type": "object",
     "required": ["error", "detail"],
     "properties": {"error": {"type": "string"}, "detail": {"type": "string"}},
+}
+
+
+_RETRY_AFTER = {
+    "description": "Seconds to wait before trying again",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 1, "examples": [RETRY_AFTER]},
 }
 
 
@@ -40,6 +50,10 @@ def install_openapi(app: FastAPI) -> None:
                         "description": "Invalid request",
                         "content": {"application/json": {"schema": _ERROR_REF}},
                     }
+                for code in ("429", "503"):
+                    if code in responses:
+                        headers = responses[code].setdefault("headers", {})
+                        headers["Retry-After"] = _RETRY_AFTER
         app.openapi_schema = spec
         return spec
 

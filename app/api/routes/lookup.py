@@ -7,6 +7,7 @@ from fastapi import APIRouter, Query, Request, Response
 from app.api.deps import IndexDep, LookupScope, ReadScope, SessionDep
 from app.api.errors import responses
 from app.api.lookup_http import render, safe_lookup
+from app.api.responses import RawAnswer
 from app.api.schemas import BatchAnswer, BatchLookup, LookupAnswer, LookupProblem, RecipientList
 from app.directory import groups as group_service
 from app.directory.recipients import describe, find_by_address
@@ -20,7 +21,6 @@ _LOOKUP_RESPONSES = {
     503: {
         "model": LookupProblem,
         "description": "tempfail: defer the mail (not ready, stale, unavailable)",
-        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
     },
     **responses(401, 403),
 }
@@ -37,12 +37,13 @@ async def lookup(address: str, index: IndexDep, request: Request) -> Response:
     """Answers from memory. Served by a raw-ASGI fast path in `roster serve`; same bytes here."""
     result = safe_lookup(index, address)
     request.app.state.metrics.count_lookup("http", result.verdict.value)
-    status, payload, headers = render(result)
-    response = Response(payload, status_code=status, media_type="application/json")
-    for name, value in headers:
-        if name == b"retry-after":
-            response.headers["Retry-After"] = value.decode()
-    return response
+    answer = render(result)
+    return Response(answer.body, status_code=answer.status, headers=_str_headers(answer))
+
+
+def _str_headers(answer: RawAnswer) -> dict[str, str]:
+    """The fast path's headers but Content-Length, which Response computes from the body."""
+    return {k.decode(): v.decode() for k, v in answer.headers if k != b"content-length"}
 
 
 @router.post(
