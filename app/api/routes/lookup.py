@@ -19,8 +19,19 @@ _LOOKUP_RESPONSES = {
     400: {"model": LookupProblem, "description": "malformed address (reason `malformed`)"},
     404: {"model": LookupProblem, "description": "reject: unknown recipient or domain not ours"},
     503: {
-        "model": LookupProblem,
-        "description": "tempfail: defer the mail (not ready, stale, unavailable)",
+        "description": "tempfail: defer the mail (not ready, stale, unavailable). The lookup "
+        "fields are there when the address was looked up; a failed API-key check has only "
+        "`error` and `detail`",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "anyOf": [
+                        {"$ref": "#/components/schemas/LookupProblem"},
+                        {"$ref": "#/components/schemas/ErrorBody"},
+                    ]
+                }
+            }
+        },
     },
     **responses(401, 403),
 }
