@@ -6,6 +6,7 @@ The handlers here map exceptions onto that shape; a 503 always carries `Retry-Af
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,7 +20,8 @@ from app.errors import RosterError
 
 logger = logging.getLogger(__name__)
 
-_HTTP_KINDS = {404: "NotFound", 405: "MethodNotAllowed", 413: "PayloadTooLarge"}
+# Starlette's and FastAPI's own HTTP errors (a body that is not JSON is FastAPI's 400).
+_HTTP_KINDS = {400: "Malformed", 404: "NotFound", 405: "MethodNotAllowed", 413: "PayloadTooLarge"}
 
 
 def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -28,7 +30,30 @@ def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorBody} for code in codes}
 
 
+class AllowedMethods:
+    """`Allow` for a 405, from the OpenAPI document: Starlette names only the methods of the
+    first route on the path, and FastAPI makes one route per method."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self._table: list[tuple[re.Pattern[str], set[str]]] | None = None
+
+    def __call__(self, path: str) -> str | None:
+        if self._table is None:
+            self._table = [
+                (re.compile("^" + re.sub(r"\{[^/]+\}", "[^/]+", template) + "$"),
+                 {method.upper() for method in operations})
+                for template, operations in self.app.openapi()["paths"].items()
+            ]  # fmt: skip
+        methods = set().union(*(names for pattern, names in self._table if pattern.match(path)))
+        if "GET" in methods:
+            methods.add("HEAD")  # Starlette answers HEAD wherever it answers GET
+        return ", ".join(sorted(methods)) or None
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    allowed = AllowedMethods(app)
+
     @app.exception_handler(RosterError)
     async def _roster(_: Request, exc: RosterError) -> JsonResponse:
         return error_response(exc.status_code, type(exc).__name__, exc.message)
@@ -42,9 +67,12 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(422, "InvalidInput", "; ".join(parts) or "invalid request")
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JsonResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JsonResponse:
         kind = _HTTP_KINDS.get(exc.status_code, "HTTPError")
-        return error_response(exc.status_code, kind, str(exc.detail), headers=exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405 and (methods := allowed(request.url.path)):
+            headers["Allow"] = methods
+        return error_response(exc.status_code, kind, str(exc.detail), headers=headers)
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(DBAPIError)

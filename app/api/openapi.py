@@ -4,8 +4,9 @@ FastAPI documents request-validation failures with its own `HTTPValidationError`
 Roster renders them as `{"error", "detail"}` (app/api/responses.py); contract-testing tools would
 flag every 422. Here the document is rewritten to match, and the answers no route declares
 itself are added where they can happen: 503 `DatabaseUnavailable` wherever an API key is checked
-(the check may need the database), 413 wherever a body is accepted (app/api/limits.py), and the
-`Retry-After` header on every 503 (and on the 429 of `/v1/auth/verify`).
+(the check may need the database), 413 wherever a body is accepted (app/api/limits.py), 400
+wherever a body that does not parse can be sent, and the `Retry-After` header on every 503 (and
+on the 429 of `/v1/auth/verify`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ def complete(operation: dict[str, Any], method: str) -> None:
         responses["422"] = _error("Invalid request")
     if method in _BODY_METHODS:
         responses.setdefault("413", _error("Request body too large; nothing was applied"))
+    if "requestBody" in operation:
+        responses.setdefault("400", _error("Malformed: the body cannot be parsed"))
     if "401" in responses:
         responses.setdefault(
             "503", _error("The database is unavailable; nothing was changed, retry later")
