@@ -45,9 +45,11 @@ def error_body(kind: str, detail: str, fields: Mapping[str, Any] | None = None) 
 
 
 def error_headers(status: int, headers: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The caller's headers, plus `Retry-After` on a 503 unless the caller computed its own."""
+    """The caller's headers (a 429 brings its computed wait); a 503 always says `RETRY_AFTER`."""
     out = dict(headers or {})
-    if status == 503 and not any(name.lower() == "retry-after" for name in out):
+    if status == 503:
+        for name in [name for name in out if name.lower() == "retry-after"]:
+            del out[name]
         out["Retry-After"] = RETRY_AFTER_HEADER
     return out
 

@@ -15,6 +15,7 @@ import pytest
 from pydantic import SecretStr
 
 from app.api.responses import RETRY_AFTER
+from app.api.routes.auth import AuthRateLimiter
 from app.db.engine import create_engine, create_sessionmaker
 from app.settings import LdapSettings
 from tests.api.outages import DEAD_DATABASE, index_cut_off
@@ -72,6 +73,8 @@ def assert_documented(spec: dict[str, Any], response: httpx.Response) -> None:
         assert isinstance(body["detail"], str), where
     if response.status_code == 503:
         assert response.headers["retry-after"] == str(RETRY_AFTER), where
+    if response.status_code in (429, 503):
+        assert response.headers["retry-after"].isdigit(), where
         assert documented["headers"]["Retry-After"]["required"] is True, where
 
 
@@ -134,17 +137,22 @@ async def test_auth_verify_without_ldap_is_a_documented_409_not_a_503(
     assert_documented(spec, response)
 
 
-async def test_auth_verify_with_an_unreachable_dc_is_503_with_retry_after(
-    client: httpx.AsyncClient, keys: dict[str, str], app: Any, spec: dict[str, Any]
-) -> None:
+def unreachable_ldap(app: Any) -> None:
+    """A directory is configured, but nothing answers at its URL (no Samba needed)."""
     state = app.app.app.state
     ldap = LdapSettings(
-        urls=["ldap://127.0.0.1:1"],  # configured, but nothing answers there
+        urls=["ldap://127.0.0.1:1"],
         bind_dn="svc@corp.example",
         bind_password=SecretStr("svc-password"),
         connect_timeout=2,
     )
     state.settings = state.settings.model_copy(update={"ldap": ldap})
+
+
+async def test_auth_verify_with_an_unreachable_dc_is_503_with_retry_after(
+    client: httpx.AsyncClient, keys: dict[str, str], app: Any, spec: dict[str, Any]
+) -> None:
+    unreachable_ldap(app)
     response = await client.post(
         "/v1/auth/verify",
         json={"username": "ann@corp.example", "password": "pw"},
@@ -157,6 +165,28 @@ async def test_auth_verify_with_an_unreachable_dc_is_503_with_retry_after(
         "detail": "no domain controller could verify the password; try again later",
     }
     assert_documented(spec, response)
+
+
+async def test_a_rate_limited_verify_keeps_its_computed_wait_while_503s_say_the_constant(
+    client: httpx.AsyncClient, keys: dict[str, str], app: Any, spec: dict[str, Any]
+) -> None:
+    unreachable_ldap(app)
+    now = [1000.0]
+    app.app.app.state.auth_limiter = AuthRateLimiter(
+        username_burst=2, username_per_minute=1, clock=lambda: now[0]
+    )
+    answers = [
+        await client.post(
+            "/v1/auth/verify",
+            json={"username": "ann", "password": "pw"},
+            headers=auth(keys["admin"]),
+        )
+        for _ in range(3)
+    ]
+    assert [a.status_code for a in answers] == [503, 503, 429]
+    assert [a.headers["retry-after"] for a in answers] == [str(RETRY_AFTER)] * 2 + ["60"]
+    for answer in answers:
+        assert_documented(spec, answer)
 
 
 async def test_readyz_not_ready_is_503_with_retry_after(

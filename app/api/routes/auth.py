@@ -130,7 +130,7 @@ def _limiter(request: Request) -> AuthRateLimiter:
     dependencies=[AdminScope],
     response_model=AuthVerifyResult,
     responses={
-        **responses(401, 403, 422),  # type: ignore[dict-item]
+        **responses(401, 403, 422),
         409: {"model": ErrorBody, "description": "NotConfigured: no LDAP directory is set up"},
         429: {"model": ErrorBody, "description": "too many attempts for this account or client"},
         503: {"model": AuthUnavailable, "description": "no domain controller could answer"},

@@ -60,7 +60,7 @@ def _str_headers(answer: RawAnswer) -> dict[str, str]:
 @router.post(
     "/lookup",
     dependencies=[LookupScope],
-    responses=responses(401, 403, 422),  # type: ignore[arg-type]
+    responses=responses(401, 403, 422),
     summary="Look up to 1,000 addresses at once",
 )
 async def lookup_batch(body: BatchLookup, index: IndexDep, request: Request) -> BatchAnswer:
@@ -74,7 +74,7 @@ async def lookup_batch(body: BatchLookup, index: IndexDep, request: Request) -> 
 @router.get(
     "/{address}/groups",
     dependencies=[ReadScope],
-    responses=responses(400, 401, 403, 404),  # type: ignore[arg-type]
+    responses=responses(400, 401, 403, 404),
     summary="Groups an address belongs to",
 )
 async def groups_of_address(
