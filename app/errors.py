@@ -4,6 +4,7 @@ RosterError
   ├─ Malformed (400): an address or request that can never be valid
   ├─ Unauthorized (401) ─ Forbidden (403)
   ├─ NotFound (404)   ├─ Conflict (409)   ├─ PayloadTooLarge (413)   ├─ InvalidInput (422)
+  ├─ NotConfigured (409): this deployment lacks the settings a feature needs; retrying cannot help
   ├─ LookupUnavailable (503): the mirror cannot answer reliably; mail must be deferred
   ├─ DatabaseUnavailable (503): a write could not reach the database; nothing was applied
   └─ SourceError: raised inside connectors, never rendered directly
@@ -51,6 +52,18 @@ class PayloadTooLarge(RosterError):
 
 class InvalidInput(RosterError):
     status_code = 422
+
+
+class NotConfigured(RosterError):
+    """A feature this deployment has not set up (no LDAP directory for `/v1/auth/verify`).
+
+    409, not 503: nothing is temporarily down, so `Retry-After` would send clients into a retry
+    loop that only an operator can end. Not 422 or 400 either: the request itself is valid.
+    409 says "the server's current state conflicts with this request", and the detail names the
+    settings that change that state. (501 would fit too, but a 5xx reads as a server fault.)
+    """
+
+    status_code = 409
 
 
 class LookupUnavailable(RosterError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
+from app.api.responses import RawAnswer, raw_error
 
 
 class BodySizeLimit:
@@ -21,6 +21,11 @@ class BodySizeLimit:
         self.app = app
         self.max_bytes = max_bytes
         self.routes = dict(routes or {})
+        # One precomputed 413 per limit: a refusal costs no JSON encoding.
+        self._refusals = {
+            limit: raw_error(413, "PayloadTooLarge", f"request body over {limit} bytes")
+            for limit in {max_bytes, *self.routes.values()}
+        }
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
@@ -58,17 +63,6 @@ class BodySizeLimit:
         await self.app(scope, replay, send)
 
     async def _reject(self, send: Any, limit: int) -> None:
-        body = orjson.dumps(
-            {"error": "PayloadTooLarge", "detail": f"request body over {limit} bytes"}
-        )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        answer: RawAnswer = self._refusals[limit]
+        await send({"type": "http.response.start", "status": 413, "headers": answer.headers})
+        await send({"type": "http.response.body", "body": answer.body})

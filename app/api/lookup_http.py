@@ -9,18 +9,19 @@ as the documented route, which stays in the OpenAPI document and serves as the f
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
 from app.api.metrics import Metrics
+from app.api.responses import RawAnswer, json_answer, raw_error
 from app.apikeys import KeyCache, Scope, rank_of
 from app.directory.lookup import LookupIndex, result_of
 from app.directory.verdicts import LookupResult, Reason, Verdict
 
 logger = logging.getLogger(__name__)
 
-RETRY_AFTER = "60"
 _ERROR_KIND = {
     Reason.MALFORMED: ("Malformed", 400),
     Reason.UNKNOWN_RECIPIENT: ("NotFound", 404),
@@ -32,6 +33,7 @@ _DETAIL = {
     Reason.DOMAIN_NOT_ACCEPTED: "the domain is not an accepted domain",
     Reason.DISABLED: "the recipient's account is disabled",
 }
+_TEMPFAIL_DETAIL = "the mirror cannot answer reliably; retry later"
 
 
 def safe_lookup(index: LookupIndex, address: str) -> LookupResult:
@@ -43,41 +45,27 @@ def safe_lookup(index: LookupIndex, address: str) -> LookupResult:
         return LookupResult(address, Verdict.TEMPFAIL, Reason.UNAVAILABLE, detail="internal error")
 
 
-def render(result: LookupResult) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+def render(result: LookupResult) -> RawAnswer:
+    """The answer for any verdict; reject and tempfail carry the lookup fields and the error."""
     body: dict[str, Any] = result.as_dict()
-    headers = [(b"content-type", b"application/json")]
     if result.verdict is Verdict.ACCEPT:
-        status = 200
-    elif result.verdict is Verdict.TEMPFAIL:
-        status = 503
-        body["error"] = "LookupUnavailable"
-        body["detail"] = result.detail or "the mirror cannot answer reliably; retry later"
-        headers.append((b"retry-after", RETRY_AFTER.encode()))
-    else:
-        kind, status = _ERROR_KIND.get(result.reason or Reason.UNKNOWN_RECIPIENT, ("NotFound", 404))
-        body["error"] = kind
-        body["detail"] = result.detail or _DETAIL.get(result.reason or Reason.UNKNOWN_RECIPIENT, "")
-    payload = orjson.dumps(body)
-    headers.append((b"content-length", str(len(payload)).encode()))
-    return status, payload, headers
+        return json_answer(200, orjson.dumps(body))
+    if result.verdict is Verdict.TEMPFAIL:
+        return raw_error(503, "LookupUnavailable", result.detail or _TEMPFAIL_DETAIL, body)
+    reason = result.reason or Reason.UNKNOWN_RECIPIENT
+    kind, status = _ERROR_KIND.get(reason, ("NotFound", 404))
+    return raw_error(status, kind, result.detail or _DETAIL.get(reason, ""), body)
 
 
 _JSON = (b"content-type", b"application/json")
 LOOKUP_RANK = rank_of(frozenset({Scope.LOOKUP.value}))
 _PREFIX = "/v1/recipients/"
 _PREFIX_LEN = len(_PREFIX)
-
-
-def _error(status: int, kind: str, detail: str) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-    payload = orjson.dumps({"error": kind, "detail": detail})
-    return (
-        status,
-        payload,
-        [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(payload)).encode()),
-        ],
-    )
+# The key checks' answers never vary: built once, sent as they are.
+_NO_KEY = raw_error(401, "Unauthorized", "missing Authorization: Bearer <api key>")
+_UNKNOWN_KEY = raw_error(401, "Unauthorized", "unknown or revoked API key")
+_NO_SCOPE = raw_error(403, "Forbidden", "this API key lacks the 'lookup' scope")
+_KEY_CHECK_FAILED = raw_error(503, "LookupUnavailable", "cannot verify the API key; retry later")
 
 
 class LookupFastPath:
@@ -105,7 +93,7 @@ class LookupFastPath:
 
     async def _answer(
         self, scope: dict[str, Any], address: str
-    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    ) -> tuple[int, bytes, Sequence[tuple[bytes, bytes]]]:
         token = None
         for name, value in scope["headers"]:
             if name == b"authorization":
@@ -114,19 +102,19 @@ class LookupFastPath:
                     token = rest.strip()
                 break
         if not token:
-            return _error(401, "Unauthorized", "missing Authorization: Bearer <api key>")
+            return _NO_KEY
         rank = self.keys.rank_for(token)
         if rank is None:
             try:
                 scopes = await self.keys.resolve(token)
             except Exception:
                 logger.exception("API key check failed; answering tempfail")
-                return _error(503, "LookupUnavailable", "cannot verify the API key; retry later")
+                return _KEY_CHECK_FAILED
             if scopes is None:
-                return _error(401, "Unauthorized", "unknown or revoked API key")
+                return _UNKNOWN_KEY
             rank = rank_of(scopes)
         if rank < LOOKUP_RANK:
-            return _error(403, "Forbidden", "this API key lacks the 'lookup' scope")
+            return _NO_SCOPE
         try:
             found = self.index.find(address)
         except Exception:

@@ -1,4 +1,8 @@
-"""POST /v1/auth/verify: bind-through password checks against the real Samba DC."""
+"""POST /v1/auth/verify: bind-through password checks against the real Samba DC.
+
+Tests marked `samba` get an app pointed at the DC; the others run with no LDAP directory at all,
+so they run (and must pass) on machines without Samba too.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +12,25 @@ from typing import Any
 import httpx
 import pytest
 
+from app.api.responses import RETRY_AFTER
 from app.api.routes.auth import AuthRateLimiter, account_key
 from app.settings import Settings
 from tests.factories import api_key, auth
 
-pytestmark = pytest.mark.samba
+samba = pytest.mark.samba
 
 SECRET = "Very-Secret-Pa55word!"
+LDAP_SETTINGS = ("ROSTER_LDAP__URL", "ROSTER_LDAP__BIND_DN", "ROSTER_LDAP__BIND_PASSWORD")
 
 
 @pytest.fixture
-def settings(database_url: str, samba_dc: Any) -> Settings:
+def settings(database_url: str, request: pytest.FixtureRequest) -> Settings:
+    dc = request.getfixturevalue("samba_dc") if request.node.get_closest_marker("samba") else None
     return Settings(  # type: ignore[call-arg]
         database_url=database_url,
         index_poll_interval=0.05,
         run_connectors=False,
-        ldap=samba_dc.settings(),
+        ldap=dc.settings() if dc is not None else None,
         _env_file=None,
     )
 
@@ -48,33 +55,38 @@ async def verify(
     )
 
 
+@samba
 @pytest.mark.parametrize("username", ["alice@example.test", "EXAMPLE\\alice", "alice"])
 async def test_right_password_is_ok(client, admin, samba_dc, username: str) -> None:
     response = await verify(client, admin, username, samba_dc.user_password)
     assert (response.status_code, response.json()) == (200, {"result": "ok"})
 
 
+@samba
 async def test_wrong_password_and_unknown_user_are_invalid(client, admin) -> None:
     for username in ("alice", "nobody@example.test"):
         response = await verify(client, admin, username, SECRET)
         assert (response.status_code, response.json()) == (200, {"result": "invalid"})
 
 
+@samba
 async def test_disabled_account_is_disabled_or_locked(client, admin, samba_dc) -> None:
     response = await verify(client, admin, "carol", samba_dc.user_password)
     assert (response.status_code, response.json()) == (200, {"result": "disabled_or_locked"})
 
 
+@samba
 async def test_dead_dc_url_is_unavailable_503(client, admin, app, samba_dc) -> None:
     use_ldap(app, urls=["ldaps://localhost:1"])
     response = await verify(client, admin, "alice", samba_dc.user_password)
     assert response.status_code == 503
-    assert response.headers["retry-after"] == "30"
+    assert response.headers["retry-after"] == str(RETRY_AFTER)
     body = response.json()
     assert body["result"] == "unavailable"
     assert body["error"] == "AuthUnavailable"
 
 
+@samba
 async def test_stopped_dc_is_unavailable_503(client, admin, samba_dc) -> None:
     samba_dc.stop()
     try:
@@ -82,13 +94,37 @@ async def test_stopped_dc_is_unavailable_503(client, admin, samba_dc) -> None:
     finally:
         samba_dc.start()
     assert (response.status_code, response.json()["result"]) == (503, "unavailable")
+    assert response.headers["retry-after"] == str(RETRY_AFTER)
 
 
-async def test_without_ldap_settings_it_is_unavailable(client, admin, app) -> None:
-    use_ldap(app)
+async def test_without_an_ldap_directory_it_is_409_not_configured_naming_the_settings(
+    client, admin
+) -> None:
     response = await verify(client, admin, "alice", SECRET)
-    assert response.status_code == 503
-    assert "ROSTER_LDAP__URL" in response.json()["detail"]
+    assert response.status_code == 409
+    body = response.json()
+    assert set(body) == {"error", "detail"}
+    assert body["error"] == "NotConfigured"
+    for name in LDAP_SETTINGS:
+        assert name in body["detail"]
+    assert "retry-after" not in response.headers  # retrying cannot help; an operator must act
+    assert SECRET not in response.text
+
+
+def test_the_settings_named_are_the_ones_that_configure_ldap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    values = {
+        "ROSTER_LDAP__URL": "ldaps://dc1.corp.example",
+        "ROSTER_LDAP__BIND_DN": "svc@corp.example",
+        "ROSTER_LDAP__BIND_PASSWORD": SECRET,
+    }
+    assert set(values) == set(LDAP_SETTINGS)
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    ldap = Settings(_env_file=None).ldap  # type: ignore[call-arg]
+    assert ldap is not None
+    assert (ldap.urls, ldap.bind_dn) == (["ldaps://dc1.corp.example"], "svc@corp.example")
 
 
 async def test_needs_the_admin_scope(client, app) -> None:
@@ -98,6 +134,7 @@ async def test_needs_the_admin_scope(client, app) -> None:
     assert response.status_code == 401
 
 
+@samba
 async def test_attempts_per_username_are_rate_limited(client, admin, app, samba_dc) -> None:
     now = [1000.0]
     app.app.app.state.auth_limiter = AuthRateLimiter(
@@ -118,6 +155,7 @@ async def test_attempts_per_username_are_rate_limited(client, admin, app, samba_
     assert response.json() == {"result": "ok"}
 
 
+@samba
 async def test_attempts_per_client_are_rate_limited(client, admin, app) -> None:
     now = [1000.0]
     app.app.app.state.auth_limiter = AuthRateLimiter(
@@ -135,6 +173,7 @@ def test_account_key_folds_spellings() -> None:
     assert account_key(" EXAMPLE\\Alice ") == account_key("alice@example.test") == "alice"
 
 
+@samba
 async def test_password_never_appears_in_logs_or_responses(
     client, admin, app, samba_dc, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -156,7 +195,9 @@ async def test_password_never_appears_in_logs_or_responses(
     ]
     use_ldap(app, urls=["ldaps://localhost:1"])
     responses.append(await verify(client, admin, "bob", SECRET))  # unavailable
-    assert [r.status_code for r in responses] == [200, 200, 200, 429, 422, 422, 503]
+    use_ldap(app)
+    responses.append(await verify(client, admin, "bob", SECRET))  # not configured
+    assert [r.status_code for r in responses] == [200, 200, 200, 429, 422, 422, 503, 409]
     for response in responses:
         assert SECRET not in response.text
         assert samba_dc.user_password not in response.text

@@ -8,6 +8,7 @@ import httpx
 from sqlalchemy import event, func, select
 from sqlalchemy.exc import OperationalError
 
+from app.api.responses import RETRY_AFTER
 from app.directory.models import Address, Recipient
 from tests.factories import api_domain, api_key, auth
 
@@ -35,7 +36,8 @@ async def test_write_fails_cleanly_when_the_database_drops_mid_request(
         event.remove(engine.sync_engine, "before_cursor_execute", vanish)
     assert response.status_code == 503
     assert response.json()["error"] == "DatabaseUnavailable"
-    assert response.headers["retry-after"].isdigit()
+    assert response.headers["retry-after"] == str(RETRY_AFTER)
+    assert set(response.json()) == {"error", "detail"}
     async with app.app.app.state.sessionmaker() as session:
         assert await session.scalar(select(func.count()).select_from(Recipient)) == 0
         assert await session.scalar(select(func.count()).select_from(Address)) == 0

@@ -7,6 +7,8 @@ from typing import Any
 import httpx
 import pytest
 
+from app.api.responses import RETRY_AFTER
+from tests.api.outages import index_cut_off
 from tests.factories import api_domain, api_key, auth
 
 
@@ -143,25 +145,34 @@ async def test_batch_lookup_refuses_more_than_1000(
     assert response.json()["error"] == "InvalidInput"
 
 
-async def test_lookup_defers_when_the_index_cannot_vouch(
-    client: httpx.AsyncClient, keys: dict[str, str], alice: dict[str, Any], app: Any
+@pytest.mark.parametrize("route", ["fast path", "documented route"])
+async def test_lookup_defers_with_retry_after_when_the_index_cannot_vouch(
+    client: httpx.AsyncClient,
+    keys: dict[str, str],
+    alice: dict[str, Any],
+    app: Any,
+    fastapi_only: Any,
+    route: str,
 ) -> None:
-    index = app.index
-    index.healthy = False
-    try:
-        response = await client.get(
-            "/v1/recipients/nobody@contoso.com", headers=auth(keys["lookup"])
-        )
-    finally:
-        index.healthy = True
+    fastapi_only.state = app.app.app.state
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=fastapi_only), base_url="http://roster.test"
+    ) as slow:
+        ask = client if route == "fast path" else slow
+        async with index_cut_off(app):
+            response = await ask.get(
+                "/v1/recipients/nobody@contoso.com", headers=auth(keys["lookup"])
+            )
     assert response.status_code == 503
-    assert response.headers["retry-after"].isdigit()
+    assert response.headers["retry-after"] == str(RETRY_AFTER)
+    assert response.headers["content-type"] == "application/json"
     body = response.json()
     assert (body["verdict"], body["reason"], body["error"]) == (
         "tempfail",
         "unavailable",
         "LookupUnavailable",
     )
+    assert body["detail"]
 
 
 async def test_lookup_defers_when_the_database_goes_away(
@@ -185,6 +196,7 @@ async def test_lookup_defers_when_the_database_goes_away(
             await asyncio.sleep(0.02)
         assert response.status_code == 503
         assert response.json()["verdict"] == "tempfail"
+        assert response.headers["retry-after"] == str(RETRY_AFTER)
     finally:
         await sync.engine.dispose()
         sync.engine = good_engine

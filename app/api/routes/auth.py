@@ -18,10 +18,11 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field, SecretStr
 
 from app.api.deps import AdminScope, SettingsDep
-from app.api.errors import error_response, responses
-from app.api.responses import JsonResponse
-from app.api.schemas import Strict
-from app.connectors.ldap.auth import AuthOutcome, verify_password
+from app.api.errors import responses
+from app.api.responses import JsonResponse, error_response
+from app.api.schemas import ErrorBody, Strict
+from app.connectors.ldap.auth import verify_password
+from app.errors import NotConfigured
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +30,10 @@ router = APIRouter(prefix="/v1/auth", tags=["auth"])
 
 USERNAME_BURST, USERNAME_PER_MINUTE = 5, 5.0
 CLIENT_BURST, CLIENT_PER_MINUTE = 60, 60.0
+NO_DIRECTORY = (
+    "pass-through authentication needs an LDAP directory: set ROSTER_LDAP__URL, "
+    "ROSTER_LDAP__BIND_DN and ROSTER_LDAP__BIND_PASSWORD"
+)
 
 
 class AuthVerify(Strict):
@@ -125,14 +130,23 @@ def _limiter(request: Request) -> AuthRateLimiter:
     dependencies=[AdminScope],
     response_model=AuthVerifyResult,
     responses={
-        **responses(401, 403, 422, 429),  # type: ignore[dict-item]
+        **responses(401, 403, 422),
+        409: {"model": ErrorBody, "description": "NotConfigured: no LDAP directory is set up"},
+        429: {"model": ErrorBody, "description": "too many attempts for this account or client"},
         503: {"model": AuthUnavailable, "description": "no domain controller could answer"},
     },
 )
 async def verify(
     body: AuthVerify, request: Request, settings: SettingsDep
 ) -> AuthVerifyResult | JsonResponse:
-    """Check a password against AD in real time: ok, invalid or disabled_or_locked."""
+    """Check a password against AD in real time: ok, invalid or disabled_or_locked.
+
+    Without an LDAP directory the answer is 409 `NotConfigured` (see app/errors.py), before any
+    rate limiting: a configuration problem, not a failed attempt. 503 means a directory is set up
+    but no domain controller answered; `Retry-After` says when to try again.
+    """
+    if settings.ldap is None:
+        raise NotConfigured(NO_DIRECTORY)
     client = request.client.host if request.client else "unknown"
     wait = _limiter(request).admit(body.username, client)
     if wait > 0:
@@ -141,21 +155,14 @@ async def verify(
             429,
             "TooManyRequests",
             "too many verification attempts for this username or client; try again later",
-            **{"Retry-After": str(math.ceil(wait))},
+            headers={"Retry-After": str(math.ceil(wait))},
         )
-    outcome: AuthOutcome
-    if settings.ldap is None:
-        outcome = "unavailable"
-        detail = "pass-through authentication needs an LDAP directory (ROSTER_LDAP__URL, ...)"
-    else:
-        outcome = await asyncio.to_thread(
-            verify_password, settings.ldap, body.username, body.password
-        )
-        detail = "no domain controller could verify the password; try again later"
+    outcome = await asyncio.to_thread(verify_password, settings.ldap, body.username, body.password)
     if outcome == "unavailable":
-        return JsonResponse(
-            {"result": "unavailable", "error": "AuthUnavailable", "detail": detail},
-            status_code=503,
-            headers={"Retry-After": "30"},
+        return error_response(
+            503,
+            "AuthUnavailable",
+            "no domain controller could verify the password; try again later",
+            fields={"result": "unavailable"},
         )
     return AuthVerifyResult(result=outcome)

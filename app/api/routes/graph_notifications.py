@@ -15,10 +15,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qsl
 
-import orjson
 from fastapi import APIRouter, Query, Request, Response
 
 from app.api.errors import responses
+from app.api.responses import raw_error
 from app.connectors.graph.inbox import WebhookReceiver
 from app.connectors.graph.notifications import MalformedNotification
 from app.errors import DatabaseUnavailable, Malformed, PayloadTooLarge, RosterError
@@ -149,14 +149,10 @@ class GraphWebhookFastPath:
             raw = await _read_body(_chunks(receive), self.max_bytes)
             await _store(self.receiver, raw, lifecycle=lifecycle)
         except RosterError as exc:
-            payload = orjson.dumps({"error": type(exc).__name__, "detail": exc.message})
-            headers_out = [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
-            ]
-            if exc.status_code == 503:
-                headers_out.append((b"retry-after", b"30"))
-            return exc.status_code, payload, headers_out
+            status, payload, headers_out = raw_error(
+                exc.status_code, type(exc).__name__, exc.message
+            )
+            return status, payload, list(headers_out)
         return 202, b"", [(b"content-length", b"0")]
 
 

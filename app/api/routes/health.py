@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import text
 
 from app.api.deps import IndexDep, SessionDep
-from app.api.responses import JsonResponse
+from app.api.responses import JsonResponse, error_headers
 from app.api.schemas import Health
 
 router = APIRouter(tags=["health"])
@@ -25,7 +27,12 @@ async def metrics(request: Request, index: IndexDep) -> PlainTextResponse:
     return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
 
 
-@router.get("/readyz", responses={503: {"model": Health}})
+NOT_READY: dict[int | str, dict[str, Any]] = {
+    503: {"model": Health, "description": "not ready: send traffic elsewhere"}
+}
+
+
+@router.get("/readyz", responses=NOT_READY)
 async def readyz(session: SessionDep, index: IndexDep) -> JsonResponse:
     """Ready = the database answers, the index is loaded, and every tenant's first sync is done."""
     detail: dict[str, object] = {}
@@ -39,6 +46,9 @@ async def readyz(session: SessionDep, index: IndexDep) -> JsonResponse:
     if not_ready:
         detail["tenants_not_ready"] = not_ready
     ok = detail["database"] == "ok" and detail["index"] == "ok" and not not_ready
+    status = 200 if ok else 503
     return JsonResponse(
-        {"status": "ok" if ok else "unavailable", "detail": detail}, status_code=200 if ok else 503
+        {"status": "ok" if ok else "unavailable", "detail": detail},
+        status_code=status,
+        headers=error_headers(status),
     )

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from app.api.deps import IndexSyncDep, ReadScope, SessionDep, SettingsDep, WriteScope
 from app.api.errors import responses
-from app.api.responses import JsonResponse
+from app.api.responses import error_response
 from app.api.schemas import ErrorBody
 from app.connectors.guard import GuardSettings
 from app.connectors.spreadsheet.importer import get_report, read_upload, run_import
@@ -131,9 +131,7 @@ async def create_import(
         await sync.refresh_after_write()
     body = report.as_dict()
     if report.status is ImportStatus.REJECTED:
-        return JsonResponse(
-            {"error": "ImportRejected", "detail": report.message, **body}, status_code=422
-        )
+        return error_response(422, "ImportRejected", report.message, fields=body)
     return ImportReport.model_validate(body)
 
 

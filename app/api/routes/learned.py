@@ -73,7 +73,7 @@ async def list_learned(
     settings: SettingsDep,
     status: LearnedStatus | None = None,
     limit: int = Query(default=100, ge=1, le=1000),
-    offset: int = Query(default=0, ge=0),
+    offset: int = Query(default=0, ge=0, le=1_000_000_000),  # SQLite integers are 64-bit
 ) -> LearnedList:
     views, total = await learning.list_learned(
         session,

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Query, Request, Response
 from app.api.deps import IndexDep, LookupScope, ReadScope, SessionDep
 from app.api.errors import responses
 from app.api.lookup_http import render, safe_lookup
+from app.api.responses import RawAnswer
 from app.api.schemas import BatchAnswer, BatchLookup, LookupAnswer, LookupProblem, RecipientList
 from app.directory import groups as group_service
 from app.directory.recipients import describe, find_by_address
@@ -18,9 +19,19 @@ _LOOKUP_RESPONSES = {
     400: {"model": LookupProblem, "description": "malformed address (reason `malformed`)"},
     404: {"model": LookupProblem, "description": "reject: unknown recipient or domain not ours"},
     503: {
-        "model": LookupProblem,
-        "description": "tempfail: defer the mail (not ready, stale, unavailable)",
-        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+        "description": "tempfail: defer the mail (not ready, stale, unavailable). The lookup "
+        "fields are there when the address was looked up; a failed API-key check has only "
+        "`error` and `detail`",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "anyOf": [
+                        {"$ref": "#/components/schemas/LookupProblem"},
+                        {"$ref": "#/components/schemas/ErrorBody"},
+                    ]
+                }
+            }
+        },
     },
     **responses(401, 403),
 }
@@ -37,18 +48,19 @@ async def lookup(address: str, index: IndexDep, request: Request) -> Response:
     """Answers from memory. Served by a raw-ASGI fast path in `roster serve`; same bytes here."""
     result = safe_lookup(index, address)
     request.app.state.metrics.count_lookup("http", result.verdict.value)
-    status, payload, headers = render(result)
-    response = Response(payload, status_code=status, media_type="application/json")
-    for name, value in headers:
-        if name == b"retry-after":
-            response.headers["Retry-After"] = value.decode()
-    return response
+    answer = render(result)
+    return Response(answer.body, status_code=answer.status, headers=_str_headers(answer))
+
+
+def _str_headers(answer: RawAnswer) -> dict[str, str]:
+    """The fast path's headers but Content-Length, which Response computes from the body."""
+    return {k.decode(): v.decode() for k, v in answer.headers if k != b"content-length"}
 
 
 @router.post(
     "/lookup",
     dependencies=[LookupScope],
-    responses=responses(401, 403, 422),  # type: ignore[arg-type]
+    responses=responses(401, 403, 422),
     summary="Look up to 1,000 addresses at once",
 )
 async def lookup_batch(body: BatchLookup, index: IndexDep, request: Request) -> BatchAnswer:
@@ -62,7 +74,7 @@ async def lookup_batch(body: BatchLookup, index: IndexDep, request: Request) -> 
 @router.get(
     "/{address}/groups",
     dependencies=[ReadScope],
-    responses=responses(400, 401, 403, 404),  # type: ignore[arg-type]
+    responses=responses(400, 401, 403, 404),
     summary="Groups an address belongs to",
 )
 async def groups_of_address(
