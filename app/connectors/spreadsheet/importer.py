@@ -18,13 +18,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.connectors import guard
 from app.connectors.spreadsheet.columns import Field, map_columns
+from app.connectors.spreadsheet.group_targets import FOREIGN_PREFIX, is_foreign
 from app.connectors.spreadsheet.models import SpreadsheetImport
 from app.connectors.spreadsheet.plan import Columns, MirrorState, Owner, Plan, Stored, build_plan
 from app.connectors.spreadsheet.reader import Source, read_spreadsheet
 from app.connectors.spreadsheet.report import ImportMode, ImportOptions, ImportReport, ImportStatus
 from app.connectors.spreadsheet.results import SheetReadResult
+from app.connectors.spreadsheet.tenant_groups import load_tenant_groups
 from app.directory import service
 from app.directory.addresses import domain_of
+from app.directory.memberships import replace_connector_edges
 from app.directory.models import (
     Address,
     Connector,
@@ -264,7 +267,7 @@ async def _load_state(
                 if owner is None:
                     description, is_authoritative = where.get(cid, ("another connector", False))
                     owner = owner_of[rid] = Owner(
-                        cid, ext, kind, f"{name or ext} ({description})", is_authoritative
+                        cid, ext, kind, f"{name or ext} ({description})", is_authoritative, rid
                     )
                 owners[address] = owner
     if not whole:
@@ -288,6 +291,14 @@ async def _load_state(
     )
     for gid, member in member_rows.all():
         members.setdefault(ext_of[gid], set()).add(member)
+    by_name = await load_tenant_groups(
+        session,
+        tenant_id=tenant_id,
+        connector_id=connector_id,
+        connectors={cid: description for cid, (description, _) in where.items()},
+        sheet=sheet,
+        members=members,
+    )
     pending = set(
         (
             await db.execute(
@@ -297,7 +308,7 @@ async def _load_state(
             )
         ).scalars()
     )
-    return MirrorState(connector_id, accepted, owners, stored, members, pending)
+    return MirrorState(connector_id, accepted, owners, stored, members, pending, by_name)
 
 
 def _add_address(item: Stored, address: str, is_primary: bool) -> None:
@@ -340,6 +351,7 @@ def _report(
     report.unchanged = len(plan.diff.unchanged)
     report.held_deletions = plan.held
     report.domains_added = plan.domains_to_add
+    report.groups_created = plan.groups_created
     return report
 
 
@@ -358,6 +370,10 @@ async def _apply(
     pending = await guard.pending_count(session, connector.id)
     if pending:
         await guard.release_seen(session, connector.id, plan.wanted)
+    own_sets = {k: v for k, v in plan.member_sets.items() if not is_foreign(k)}
+    foreign_sets = {
+        k.removeprefix(FOREIGN_PREFIX): v for k, v in plan.member_sets.items() if is_foreign(k)
+    }
     held = False
     if options.mode is ImportMode.REPLACE and plan.removes:
         # Removals first: an address may move from a removed object to a new row.
@@ -365,10 +381,12 @@ async def _apply(
         held = await guard.settle(session, ref, options.guard, now=now)
     result = await service.apply(
         session,
-        ChangeSet(upserts=plan.upserts, member_sets=plan.member_sets),
+        ChangeSet(upserts=plan.upserts, member_sets=own_sets),
         connector=ref,
         now=now,
     )
+    if foreign_sets:
+        await replace_connector_edges(session, foreign_sets, connector=ref, now=now)
     if result.conflicts:
         logger.warning(
             "spreadsheet import lost address claims: connector=%s conflicts=%d",
@@ -415,6 +433,15 @@ def _message(report: ImportReport, options: ImportOptions) -> str:
         )
     if report.domains_added:
         parts.append("domains added: " + ", ".join(report.domains_added))
+    if report.groups_created:
+        shown = report.groups_created[:10]
+        more = (
+            f" and {len(report.groups_created) - 10} more"
+            if len(shown) < len(report.groups_created)
+            else ""
+        )
+        verb = "groups to create" if report.dry_run else "groups created"
+        parts.append(f"{verb}: " + "; ".join(shown) + more)
     return "; ".join(parts)
 
 
