@@ -60,8 +60,10 @@ async def load_tenant_groups(
             )
         )
         primary.update(dict(found.all()))
-    pairs = []
+    pairs: list[tuple[str, NamedGroup]] = []
     for rid, cid, ext, display_name in named:
+        if not display_name:
+            continue
         address = primary.get(rid)
         label = f"{display_name} <{address}>" if address else f"{display_name} (no address)"
         label += f" ({connectors.get(cid, 'another connector')})"
