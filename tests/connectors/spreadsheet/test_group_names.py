@@ -97,7 +97,7 @@ async def test_a_sheet_with_group_names_imports_and_creates_those_groups(
     assert await member_emails(sessionmaker, sales) == {"alice@contoso.com"}
 
 
-async def test_a_group_created_from_a_name_has_no_address_so_no_lookup_accepts_it(
+async def test_a_group_created_from_a_name_owns_no_address(
     sessionmaker: Sessionmaker, contoso: None
 ) -> None:
     await run(sessionmaker, NAMES)
