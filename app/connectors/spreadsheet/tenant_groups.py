@@ -6,6 +6,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.connectors.spreadsheet.columns import Field, map_columns
 from app.connectors.spreadsheet.group_entries import name_key
 from app.connectors.spreadsheet.group_targets import NamedGroup, foreign_key, groups_by_name
 from app.connectors.spreadsheet.results import SheetReadResult
@@ -26,6 +27,8 @@ async def load_tenant_groups(
     """Live groups of the tenant by `name_key`, for the names the file uses; adds this
     connector's members of other connectors' groups to `members` (keyed by `foreign_key`).
 
+    A file without a groups column says nothing about anyone's groups: those edges are then
+    left out, so the import leaves members of other sources' groups as they are.
     `connectors` describes each connector id ("graph connector 'entra'") for messages."""
     rows = await session.execute(
         select(Recipient.id, Recipient.connector_id, Recipient.external_id, Recipient.display_name)
@@ -37,7 +40,10 @@ async def load_tenant_groups(
         .order_by(Recipient.id)
     )
     groups = rows.all()
-    foreign = [rid for rid, cid, _, _ in groups if cid != connector_id]
+    has_groups_column = (
+        Field.GROUPS in map_columns(list(sheet.headers), max_columns=len(sheet.headers) + 1).fields
+    )
+    foreign = [rid for rid, cid, _, _ in groups if cid != connector_id and has_groups_column]
     for chunk in chunks(session, foreign):
         edges = await session.execute(
             select(Membership.group_id, Membership.member_external_id).where(

@@ -368,3 +368,31 @@ async def test_a_group_name_that_is_also_the_rows_own_name_is_refused(
     report = await run(sessionmaker, rows)
     assert [(e.row, e.column) for e in report.errors] == [(2, "groups")]
     assert "cannot be a member of itself" in report.errors[0].reason
+
+
+async def test_a_file_without_a_groups_column_leaves_members_of_other_sources_groups_alone(
+    sessionmaker: Sessionmaker, contoso: None
+) -> None:
+    async with sessionmaker.begin() as session:
+        manual = await make_connector(session, SourceKind.MANUAL)
+        await make_recipient(
+            session,
+            manual,
+            external_id="m-3",
+            addresses=["execs@contoso.com"],
+            kind=RecipientKind.GROUP,
+            display_name="Executives",
+        )
+    await run(sessionmaker, [HEADER, ["quinn@contoso.com", "Quinn", "", "Executives"]])
+    execs = await the_group(sessionmaker, "Executives")
+    assert await member_emails(sessionmaker, execs) == {"quinn@contoso.com"}
+    no_groups = await run(sessionmaker, [["email", "display name"], ["quinn@contoso.com", "Q"]])
+    assert [(r.email, r.fields) for r in no_groups.diff.updates] == [
+        ("quinn@contoso.com", ("display name",))
+    ]
+    assert await member_emails(sessionmaker, execs) == {"quinn@contoso.com"}
+    emptied = await run(sessionmaker, [HEADER, ["quinn@contoso.com", "Q", "", ""]])
+    assert [(r.email, r.fields) for r in emptied.diff.updates] == [
+        ("quinn@contoso.com", ("groups",))
+    ]
+    assert await member_emails(sessionmaker, execs) == set()
