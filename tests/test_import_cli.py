@@ -16,6 +16,7 @@ from tests.connectors.spreadsheet.files import csv_bytes
 from tests.factories import make_domain
 
 CONTRACT_KEYS = {"mode", "dry_run", "adds", "updates", "removes", "unchanged", "errors"}
+ADDED_KEYS = {"groups_created"}  # added after the contract was written; scripts may ignore it
 
 
 def roster(db: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -32,7 +33,7 @@ def roster(db: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 def report(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
-    assert set(data) == CONTRACT_KEYS
+    assert set(data) == CONTRACT_KEYS | ADDED_KEYS
     return data
 
 
@@ -48,7 +49,7 @@ def write(path: Path, rows: list[list[str]]) -> Path:
     return path
 
 
-async def test_json_report_is_exactly_the_contract_and_reimport_changes_nothing(
+async def test_json_report_is_the_contract_plus_groups_created_and_reimport_changes_nothing(
     db: str, tmp_path: Path
 ) -> None:
     people = write(
@@ -67,6 +68,7 @@ async def test_json_report_is_exactly_the_contract_and_reimport_changes_nothing(
         "removes": 0,
         "unchanged": 0,
         "errors": [],
+        "groups_created": ["team@contoso.com"],
     }
     assert roster(db, "lookup", "ali@contoso.com").returncode == 1  # the preview changed nothing
     first = roster(db, "import", str(people), "--json")
@@ -129,6 +131,38 @@ async def test_template_then_replace_mode_and_summary_table(db: str, tmp_path: P
 
     one = write(tmp_path / "one.csv", [["email"], ["info@example.com"]])
     replaced = report(roster(db, "import", str(one), "--mode", "replace", "--json"))
-    assert (replaced["mode"], replaced["removes"], replaced["updates"]) == ("replace", 2, 1)
+    # alice, the staff group and the two groups the template names only in its groups column
+    assert (replaced["mode"], replaced["removes"], replaced["updates"]) == ("replace", 4, 1)
     assert roster(db, "lookup", "alice.smith@example.com").returncode == 1
     assert roster(db, "import", str(one), "--mode", "sideways").returncode != 0
+
+
+async def test_group_names_dry_run_lists_the_groups_to_create_then_import_creates_them_once(
+    db: str, tmp_path: Path
+) -> None:
+    people = write(
+        tmp_path / "people.csv",
+        [
+            ["email", "groups"],
+            ["erin@contoso.com", "Sales Team; All staff"],
+            ["fay@contoso.com", "all staff;; Front desk <desk@contoso.com>"],
+        ],
+    )
+    preview = roster(db, "import", str(people), "--dry-run", "--json")
+    assert preview.returncode == 0, preview.stderr
+    assert report(preview)["groups_created"] == [
+        "Front desk <desk@contoso.com>",
+        "All staff",
+        "Sales Team",
+    ]
+    assert roster(db, "lookup", "erin@contoso.com").returncode == 1  # nothing written
+    table = roster(db, "import", str(people), "--dry-run")
+    assert "groups to create: Front desk <desk@contoso.com>; All staff; Sales Team" in (
+        table.stdout.replace("\n", " ")
+    )
+
+    first = report(roster(db, "import", str(people), "--json"))
+    assert (first["adds"], first["errors"]) == (5, [])
+    assert roster(db, "lookup", "erin@contoso.com", "desk@contoso.com").returncode == 0
+    again = report(roster(db, "import", str(people), "--json"))
+    assert (again["adds"], again["updates"], again["groups_created"]) == (0, 0, [])

@@ -5,11 +5,14 @@ round writes a million of them, hence value tuples and one bulk statement per pa
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.sets import chunks, one_of
 from app.db.upsert import Rows, bulk_insert, insert_ignore
+from app.directory.changelog import record_changes
 from app.directory.models import Membership, Recipient, member_key
 from app.directory.records import ChangeSet, Edges
 from app.directory.writes import ApplyResult, ConnectorRef
@@ -35,12 +38,7 @@ async def apply_memberships(
         group_ids.update(dict(rows.all()))
 
     replaced = _by_group_id(changes.member_sets, group_ids)
-    for chunk in chunks(session, list(replaced)):
-        await session.execute(
-            delete(Membership)
-            .where(one_of(session, Membership.group_id, chunk))
-            .execution_options(synchronize_session=False)
-        )
+    await _delete_edges(session, list(replaced), connector.id)
     removes = [
         {"g": group_id, "c": connector.id, "m": member}
         for group_id, members in _by_group_id(changes.member_removes, group_ids).items()
@@ -63,6 +61,44 @@ async def apply_memberships(
         written = set(replaced[group_id])
         adds[group_id] = [m for m in adds[group_id] if m not in written]
     await insert_ignore(session, Membership.__table__, _edge_rows(connector.id, adds))
+
+
+async def replace_connector_edges(
+    session: AsyncSession,
+    member_sets: dict[str, list[str]],
+    *,
+    connector: ConnectorRef,
+    now: datetime,
+) -> None:
+    """Set this connector's members of groups another connector owns (a spreadsheet row naming
+    a directory or manual group), keyed by group recipient id; the owner's edges stay as they
+    are, and its rounds replace only its own (`apply_memberships`)."""
+    if not member_sets:
+        return
+    await _delete_edges(session, list(member_sets), connector.id)
+    await bulk_insert(session, Membership.__table__, _edge_rows(connector.id, member_sets))
+    await record_changes(
+        session,
+        connector.tenant_id,
+        list(member_sets),
+        action="members",
+        source=connector.kind,
+        at=now,
+    )
+
+
+async def _delete_edges(session: AsyncSession, group_ids: list[str], connector_id: str) -> None:
+    """Only the edges whose members are `connector_id`'s: a group may also hold members that
+    another connector added (a spreadsheet naming a directory group)."""
+    for chunk in chunks(session, group_ids):
+        await session.execute(
+            delete(Membership)
+            .where(
+                one_of(session, Membership.group_id, chunk),
+                Membership.member_connector_id == connector_id,
+            )
+            .execution_options(synchronize_session=False)
+        )
 
 
 def _by_group_id(edges: Edges, group_ids: dict[str, str]) -> dict[str, list[str]]:

@@ -233,11 +233,15 @@ async def test_operator_flow_template_fill_preview_import_lookup(
     preview = await upload(client, key, content, filename="filled.xlsx", dry_run=True)
     assert preview.status_code == 200, preview.text
     assert preview.json()["errors"] == []
-    assert preview.json()["adds"] == 4
+    assert preview.json()["adds"] == 6  # 4 rows and the 2 groups named only in the groups column
+    assert preview.json()["groups_created"] == [
+        "Front desk <frontdesk@contoso.com>",
+        "Finance Team",
+    ]
     assert await verdict(client, key, "new.hire@contoso.com") == "reject"
 
     applied = await upload(client, key, content, filename="filled.xlsx")
-    assert applied.json()["adds"] == 4
+    assert applied.json()["adds"] == 6
     for address in ("alice@contoso.com", "contact@contoso.com", "everyone@contoso.com"):
         assert await verdict(client, key, address) == "accept"
     assert await verdict(client, key, "new.hire@contoso.com") == "accept"
@@ -343,3 +347,45 @@ async def test_body_limit_is_per_route() -> None:
             "error": "PayloadTooLarge",
             "detail": "request body over 100 bytes",
         }
+
+
+async def test_groups_named_in_the_sheet_are_listed_and_a_group_without_address_is_no_recipient(
+    client: httpx.AsyncClient, key: str
+) -> None:
+    content = csv_bytes(
+        [
+            HEADER,
+            ["alice@contoso.com", "Alice", "", "Sales Team; Front desk <desk@contoso.com>", ""],
+            ["bob@contoso.com", "Bob", "", "sales team", ""],
+        ]
+    )
+    preview = (await upload(client, key, content, dry_run=True)).json()
+    assert preview["groups_created"] == ["Front desk <desk@contoso.com>", "Sales Team"]
+    new = [
+        (r["row"], r["email"], r["name"]) for r in preview["diff"]["adds"] if r["kind"] == "group"
+    ]
+    assert new == [(None, "desk@contoso.com", None), (None, None, "Sales Team")]
+    assert (await client.get("/v1/groups", headers=auth(key))).json()["total"] == 0
+
+    applied = await upload(client, key, content)
+    assert applied.status_code == 200, applied.text
+    assert applied.json()["groups_created"] == preview["groups_created"]
+    listed = (await client.get("/v1/groups", headers=auth(key))).json()
+    by_name = {g["display_name"]: g for g in listed["items"]}
+    assert set(by_name) == {"Front desk", "Sales Team"}
+    sales = by_name["Sales Team"]
+    assert (sales["email"], sales["aliases"], sales["source"]) == (None, [], "spreadsheet")
+    assert by_name["Front desk"]["email"] == "desk@contoso.com"
+    members = await client.get(f"/v1/groups/{sales['id']}/members", headers=auth(key))
+    assert {m["email"] for m in members.json()["items"]} == {
+        "alice@contoso.com",
+        "bob@contoso.com",
+    }
+    groups_of_bob = await client.get("/v1/recipients/bob@contoso.com/groups", headers=auth(key))
+    assert [g["display_name"] for g in groups_of_bob.json()["items"]] == ["Sales Team"]
+    # The named group has no address: the only addresses lookups accept are the file's own.
+    assert await verdict(client, key, "desk@contoso.com") == "accept"
+    for address in ("sales-team@contoso.com", "salesteam@contoso.com", "sales@contoso.com"):
+        assert await verdict(client, key, address) == "reject"
+    again = (await upload(client, key, content)).json()
+    assert (again["adds"], again["updates"], again["groups_created"]) == (0, 0, [])

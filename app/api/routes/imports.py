@@ -32,9 +32,10 @@ class ImportRowError(BaseModel):
 
 class ImportDiffRow(BaseModel):
     row: int | None = Field(description="None for objects not in the file (removals, new groups)")
-    email: str
+    email: str | None = Field(description="None for a group without an address (see name)")
     kind: str
     fields: list[str] | None = Field(default=None, description="what an update changes")
+    name: str | None = Field(default=None, description="the name of a group without an address")
 
 
 class ImportDiff(BaseModel):
@@ -62,6 +63,11 @@ class ImportReport(BaseModel):
         description="removals held by the mass-deletion guard; those addresses stay accepted"
     )
     domains_added: list[str]
+    groups_created: list[str] = Field(
+        default_factory=list,  # reports stored before this field have none
+        description="groups named in the groups column that the import creates (a dry run: "
+        "would create), as the file names them",
+    )
     tenant: str | None
     connector: str | None
     filename: str

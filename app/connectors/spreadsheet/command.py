@@ -82,6 +82,7 @@ def run_import_command(
                     "removes": 0,
                     "unchanged": 0,
                     "errors": [{"row": None, "column": None, "reason": exc.message}],
+                    "groups_created": [],
                 }
             )
         _fail(err, exc.message)
@@ -158,7 +159,7 @@ def _print_report(out: Console, report: ImportReport) -> None:
         ):
             if rows:
                 shown = ", ".join(
-                    r.email + (f" ({', '.join(r.fields)})" if r.fields else "") for r in rows[:20]
+                    r.label + (f" ({', '.join(r.fields)})" if r.fields else "") for r in rows[:20]
                 )
                 more = f" and {len(rows) - 20} more" if len(rows) > 20 else ""
                 out.print(f"{name}: {shown}{more}", highlight=False)

@@ -13,25 +13,24 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.connectors import guard
 from app.connectors.spreadsheet.columns import Field, map_columns
+from app.connectors.spreadsheet.group_targets import FOREIGN_PREFIX, is_foreign
+from app.connectors.spreadsheet.mirror_state import load_state
 from app.connectors.spreadsheet.models import SpreadsheetImport
-from app.connectors.spreadsheet.plan import Columns, MirrorState, Owner, Plan, Stored, build_plan
+from app.connectors.spreadsheet.plan import Columns, Plan, build_plan
 from app.connectors.spreadsheet.reader import Source, read_spreadsheet
 from app.connectors.spreadsheet.report import ImportMode, ImportOptions, ImportReport, ImportStatus
 from app.connectors.spreadsheet.results import SheetReadResult
 from app.directory import service
 from app.directory.addresses import domain_of
+from app.directory.memberships import replace_connector_edges
 from app.directory.models import (
-    Address,
     Connector,
     Domain,
-    Membership,
-    PendingDeletion,
-    Recipient,
     Tenant,
     new_id,
 )
@@ -82,7 +81,7 @@ async def run_import(
             f"connector {options.connector!r} of tenant {tenant.name} is a {connector.kind} "
             "connector; name a spreadsheet connector"
         )
-    state = await _load_state(session, tenant.id, connector.id, sheet)
+    state = await load_state(session, tenant.id, connector.id, sheet)
     plan = build_plan(
         sheet.rows,
         columns=columns,
@@ -196,116 +195,6 @@ async def _tenant(session: AsyncSession, sheet: SheetReadResult, *, add_domains:
     )
 
 
-async def _load_state(
-    session: AsyncSession, tenant_id: str, connector_id: str, sheet: SheetReadResult
-) -> MirrorState:
-    """What the plan compares against. Core rows, not ORM objects: 100k-row files make the
-    ORM's per-row bookkeeping the biggest cost of a re-import."""
-    db = await session.connection()
-    accepted = set(
-        (await db.execute(select(Domain.name).where(Domain.tenant_id == tenant_id))).scalars()
-    )
-    authoritative = {k.value for k in SourceKind if k.is_authoritative}
-    where: dict[str, tuple[str, bool]] = {}  # connector id -> (description, authoritative)
-    for c in await session.scalars(select(Connector).where(Connector.tenant_id == tenant_id)):
-        where[c.id] = (f"{c.kind} connector {c.name!r}", c.kind in authoritative)
-    stored: dict[str, Stored] = {}
-    by_id: dict[str, Stored] = {}
-    ext_of: dict[str, str] = {}
-    recipients = await db.execute(
-        select(
-            Recipient.id,
-            Recipient.external_id,
-            Recipient.kind,
-            Recipient.display_name,
-            Recipient.enabled,
-            Recipient.attributes,
-            Recipient.deleted_at,
-        ).where(Recipient.connector_id == connector_id)
-    )
-    for rid, ext, kind, name, enabled, attributes, deleted_at in recipients.all():
-        item = Stored(kind, name, enabled, attributes or {}, deleted_at is not None)
-        stored[ext] = by_id[rid] = item
-        ext_of[rid] = ext
-
-    wanted = {a for r in sheet.rows for a in (r.email, *r.aliases, *r.groups)}
-    wanted |= sheet.refused_addresses
-    query = (
-        select(
-            Address.address,
-            Address.recipient_id,
-            Address.is_primary,
-            Recipient.connector_id,
-            Recipient.external_id,
-            Recipient.kind,
-            Recipient.display_name,
-        )
-        .join(Recipient, Recipient.id == Address.recipient_id)
-        .where(Address.tenant_id == tenant_id)
-    )
-    tenant_addresses = await db.scalar(
-        select(func.count()).select_from(Address).where(Address.tenant_id == tenant_id)
-    )
-    # A big file against a tenant of similar size: one scan beats thousands of IN lists, and
-    # it also yields this connector's own addresses.
-    whole = len(wanted) * 4 >= int(tenant_addresses or 0)
-    if whole:
-        batches = [query]
-    else:
-        batches = [query.where(Address.address.in_(c)) for c in _chunks(sorted(wanted))]
-    owners: dict[str, Owner] = {}
-    owner_of: dict[str, Owner] = {}  # recipient id -> its Owner, shared by its addresses
-    for batch in batches:
-        for address, rid, is_primary, cid, ext, kind, name in (await db.execute(batch)).all():
-            if whole and cid == connector_id:
-                _add_address(by_id[rid], address, is_primary)
-            if address in wanted:
-                owner = owner_of.get(rid)
-                if owner is None:
-                    description, is_authoritative = where.get(cid, ("another connector", False))
-                    owner = owner_of[rid] = Owner(
-                        cid, ext, kind, f"{name or ext} ({description})", is_authoritative
-                    )
-                owners[address] = owner
-    if not whole:
-        own = await db.execute(
-            select(Address.recipient_id, Address.address, Address.is_primary)
-            .join(Recipient, Recipient.id == Address.recipient_id)
-            .where(Recipient.connector_id == connector_id)
-        )
-        for rid, address, is_primary in own.all():
-            _add_address(by_id[rid], address, is_primary)
-
-    members: dict[str, set[str]] = {}
-    member_rows = await db.execute(
-        select(Membership.group_id, Membership.member_external_id)
-        .join(Recipient, Recipient.id == Membership.group_id)
-        .where(
-            Recipient.connector_id == connector_id,
-            Recipient.deleted_at.is_(None),
-            Membership.member_connector_id == connector_id,
-        )
-    )
-    for gid, member in member_rows.all():
-        members.setdefault(ext_of[gid], set()).add(member)
-    pending = set(
-        (
-            await db.execute(
-                select(PendingDeletion.external_id).where(
-                    PendingDeletion.connector_id == connector_id
-                )
-            )
-        ).scalars()
-    )
-    return MirrorState(connector_id, accepted, owners, stored, members, pending)
-
-
-def _add_address(item: Stored, address: str, is_primary: bool) -> None:
-    item.addresses.add(address)
-    if is_primary:
-        item.primary = address
-
-
 def _report(
     sheet: SheetReadResult, plan: Plan, *, filename: str, options: ImportOptions, now: datetime
 ) -> ImportReport:
@@ -340,6 +229,7 @@ def _report(
     report.unchanged = len(plan.diff.unchanged)
     report.held_deletions = plan.held
     report.domains_added = plan.domains_to_add
+    report.groups_created = plan.groups_created
     return report
 
 
@@ -358,6 +248,10 @@ async def _apply(
     pending = await guard.pending_count(session, connector.id)
     if pending:
         await guard.release_seen(session, connector.id, plan.wanted)
+    own_sets = {k: v for k, v in plan.member_sets.items() if not is_foreign(k)}
+    foreign_sets = {
+        k.removeprefix(FOREIGN_PREFIX): v for k, v in plan.member_sets.items() if is_foreign(k)
+    }
     held = False
     if options.mode is ImportMode.REPLACE and plan.removes:
         # Removals first: an address may move from a removed object to a new row.
@@ -365,10 +259,12 @@ async def _apply(
         held = await guard.settle(session, ref, options.guard, now=now)
     result = await service.apply(
         session,
-        ChangeSet(upserts=plan.upserts, member_sets=plan.member_sets),
+        ChangeSet(upserts=plan.upserts, member_sets=own_sets),
         connector=ref,
         now=now,
     )
+    if foreign_sets:
+        await replace_connector_edges(session, foreign_sets, connector=ref, now=now)
     if result.conflicts:
         logger.warning(
             "spreadsheet import lost address claims: connector=%s conflicts=%d",
@@ -415,6 +311,15 @@ def _message(report: ImportReport, options: ImportOptions) -> str:
         )
     if report.domains_added:
         parts.append("domains added: " + ", ".join(report.domains_added))
+    if report.groups_created:
+        shown = report.groups_created[:10]
+        more = (
+            f" and {len(report.groups_created) - 10} more"
+            if len(shown) < len(report.groups_created)
+            else ""
+        )
+        verb = "groups to create" if report.dry_run else "groups created"
+        parts.append(f"{verb}: " + "; ".join(shown) + more)
     return "; ".join(parts)
 
 

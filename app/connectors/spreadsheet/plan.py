@@ -4,9 +4,8 @@ Pure (no database), so the dry run and the import compute exactly the same diff.
 operator sees:
 - every address must be in one of the tenant's accepted domains (or be added, `add_domains`);
 - an address owned by another connector is a conflict, reported on the row with the owner named;
-- a group named in the groups column is the row with that address (its kind becomes `group`;
-  empty kind reads as `user` and is promoted), else a group this connector imported earlier,
-  else a new bare group; a group of another source is refused (manage it in that source);
+- a group named in the groups column, by address or by name, resolves as `group_targets`
+  says (a row of the file, a group of the tenant, or a new group);
 - `replace` removes this connector's objects the file no longer has, except those named on
   refused rows (a typo never deletes a mailbox), subject to the deletion guard.
 """
@@ -19,6 +18,19 @@ from typing import Any
 
 from app.connectors.base import RecipientKind, RecipientRecord
 from app.connectors.guard import GuardSettings
+from app.connectors.spreadsheet.group_targets import (
+    GroupResolver,
+    GroupTargets,
+    NamedGroup,
+    is_foreign,
+)
+from app.connectors.spreadsheet.records import (
+    attributes_of,
+    bare_group,
+    diff_row,
+    named_group,
+    record_of,
+)
 from app.connectors.spreadsheet.report import Diff, DiffRow, ImportMode
 from app.connectors.spreadsheet.results import RowError, SheetRow
 from app.directory.addresses import domain_of
@@ -37,6 +49,7 @@ class Owner:
     kind: str
     label: str  # "Alice Smith (graph connector 'entra')", for messages
     authoritative: bool
+    recipient_id: str = ""
 
 
 @dataclass(slots=True)
@@ -58,8 +71,10 @@ class MirrorState:
     accepted_domains: set[str]  # the tenant's
     owners: dict[str, Owner]  # address -> owner, for the file's addresses only
     stored: dict[str, Stored]  # external id -> object of this connector
-    members: dict[str, set[str]]  # group external id -> member external ids (this connector)
+    # Group plan key (see group_targets) -> external ids of this connector's members in it.
+    members: dict[str, set[str]]
     pending: set[str]  # deletions the guard already holds
+    groups_by_name: dict[str, list[NamedGroup]] = field(default_factory=dict)  # by name_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,39 +92,13 @@ class Plan:
     errors: list[RowError]
     good_rows: int
     upserts: list[RecipientRecord]
-    member_sets: dict[str, list[str]]
+    member_sets: dict[str, list[str]]  # by plan key: another source's groups are `id:` keys
     removes: list[str]  # external ids to remove (before the guard)
     held: int  # removals the guard would hold (0: none)
     domains_to_add: list[str]
     diff: Diff
     wanted: list[str]  # external ids the file keeps: held deletions of these are released
-
-
-def attributes_of(row: SheetRow) -> dict[str, Any]:
-    attributes: dict[str, Any] = dict(row.attributes)
-    if row.permissions:
-        attributes["permissions"] = list(row.permissions)
-    return attributes
-
-
-def record_of(
-    row: SheetRow, kind: RecipientKind, attributes: dict[str, Any] | None = None
-) -> RecipientRecord:
-    if attributes is None:
-        attributes = attributes_of(row)
-    return RecipientRecord(
-        external_id=row.email,
-        kind=kind,
-        addresses=(row.email, *row.aliases),
-        primary=row.email,
-        display_name=row.display_name,
-        enabled=row.enabled,
-        attributes=attributes,
-    )
-
-
-def bare_group(address: str) -> RecipientRecord:
-    return RecipientRecord(external_id=address, kind=_GROUP, addresses=(address,), primary=address)
+    groups_created: list[str] = field(default_factory=list)  # as the file names them
 
 
 def changed_fields(
@@ -189,60 +178,6 @@ class _Planner:
                         self.refuse(row, column, _conflict(address, owner))
                 column = self.columns.aliases
 
-    def resolve_groups(self, good: list[SheetRow]) -> tuple[dict[str, str], set[str]]:
-        """Group address -> external id, and the emails of rows that are groups."""
-        named = {g for r in good for g in r.groups}
-        by_address = {a: r for r in good for a in (r.email, *r.aliases) if a in named}
-        targets: dict[str, str] = {}
-        group_rows: set[str] = set()
-        own = self.state.connector_id
-        accepted = self.state.accepted_domains
-        for row in good:
-            for address in row.groups:
-                target = by_address.get(address)
-                if target is not None:
-                    if target.kind not in (RecipientKind.USER, _GROUP):
-                        self.refuse(
-                            target,
-                            self.columns.kind,
-                            f"{target.email} is named as a group on row {row.row} but its kind "
-                            f"is {target.kind.value}; set its kind to group",
-                        )
-                        continue
-                    targets[address] = target.email
-                    group_rows.add(target.email)
-                    continue
-                if address.rpartition("@")[2] not in accepted and not self._domain_ok(address):
-                    domain = domain_of(address)
-                    self.refuse(
-                        row,
-                        self.columns.groups,
-                        f"group {address}: {domain} is not an accepted domain; add it first "
-                        f"(roster domains add {domain}) or import with --add-domains",
-                    )
-                    continue
-                owner = self.state.owners.get(address)
-                if owner is None:
-                    targets[address] = address  # a new bare group
-                elif owner.connector_id != own:
-                    self.refuse(
-                        row,
-                        self.columns.groups,
-                        f"group {address} belongs to {owner.label}; Roster does not add members "
-                        "to another source's group. Manage its members there, or name a "
-                        "different group address",
-                    )
-                elif owner.kind != _KIND_VALUES[_GROUP]:
-                    self.refuse(
-                        row,
-                        self.columns.groups,
-                        f"{address} is a {owner.kind} imported earlier ({owner.external_id}), "
-                        "not a group",
-                    )
-                else:
-                    targets[address] = owner.external_id
-        return targets, group_rows
-
     def protected(self, good_emails: set[str]) -> set[str]:
         """Objects named on refused rows: never removed, whatever the mode."""
         refused = set(self.refused)
@@ -291,8 +226,10 @@ class _Planner:
             before = sum(len(v) for v in self.errors.values())
             good = [r for r in self.rows if r.row not in self.errors]
             good_emails = {r.email for r in good}
-            targets, group_rows = self.resolve_groups(good)
-            keep = good_emails | set(targets.values())
+            targets = GroupResolver(
+                self.state, self.columns, refuse=self.refuse, domain_ok=self._domain_ok
+            ).resolve(good)
+            keep = good_emails | {k for k in targets.all_keys() if not is_foreign(k)}
             protected = self.protected(good_emails)
             live = {ext for ext, s in self.state.stored.items() if not s.deleted}
             removes: set[str] = set()
@@ -303,13 +240,12 @@ class _Planner:
             self.check_moves(good, keep, set() if held else pending)
             if sum(len(v) for v in self.errors.values()) == before:
                 break
-        return self._plan(good, targets, group_rows, keep, protected, pending, held)
+        return self._plan(good, targets, keep, protected, pending, held)
 
     def _plan(
         self,
         good: list[SheetRow],
-        targets: dict[str, str],
-        group_rows: set[str],
+        targets: GroupTargets,
         keep: set[str],
         protected: set[str],
         pending: set[str],
@@ -324,7 +260,7 @@ class _Planner:
         upserts: list[RecipientRecord] = []
         no_groups: set[str] = set()
         for row in good:
-            kind = _GROUP if row.email in group_rows else row.kind
+            kind = _GROUP if row.email in targets.group_rows else row.kind
             current = stored.get(row.email)
             if current is None or current.deleted:
                 diff.adds.append(DiffRow(row.row, row.email, _KIND_VALUES[kind]))
@@ -335,24 +271,36 @@ class _Planner:
             if fields:
                 upserts.append(record_of(row, kind, attributes))
             old_groups = groups_of.get(row.email, no_groups)
-            new_groups = {targets[g] for g in row.groups if g in targets}
+            new_groups = targets.of(row)
             if old_groups != new_groups:
                 fields.append("groups")
             if fields:
                 diff.updates.append(DiffRow(row.row, row.email, _KIND_VALUES[kind], tuple(fields)))
             else:
                 diff.unchanged.append(DiffRow(row.row, row.email, _KIND_VALUES[kind]))
-        for address, ext in sorted(targets.items()):
-            if ext in group_rows or ext != address:
+        created: list[str] = []
+        for address, ext in sorted(targets.by_address.items()):
+            if ext in targets.group_rows or ext != address:
                 continue
             current = stored.get(ext)
             if current is None or current.deleted:
+                label = targets.labels.get(ext)
                 diff.adds.append(DiffRow(None, ext, _KIND_VALUES[_GROUP]))
-                upserts.append(bare_group(ext))
+                upserts.append(bare_group(ext, label))
+                created.append(f"{label} <{ext}>" if label else ext)
+        for ext, name in sorted(targets.new_named.items()):
+            current = stored.get(ext)
+            if current is None or current.deleted:
+                diff.adds.append(diff_row(ext, _KIND_VALUES[_GROUP], name))
+                upserts.append(named_group(ext, name))
+                created.append(name)
         removed = sorted(pending) if not held else []
         for ext in removed:
             current = stored.get(ext)
-            diff.removes.append(DiffRow(None, ext, current.kind if current else "?"))
+            if current is None:
+                diff.removes.append(DiffRow(None, ext, "?"))
+            else:
+                diff.removes.append(diff_row(ext, current.kind, current.display_name))
         return Plan(
             errors=sorted((e for v in self.errors.values() for e in v), key=lambda e: e.row),
             good_rows=len(good),
@@ -363,12 +311,13 @@ class _Planner:
             domains_to_add=sorted(self.new_domains),
             diff=diff,
             wanted=sorted(keep),
+            groups_created=created,
         )
 
     def _member_sets(
         self,
         good: list[SheetRow],
-        targets: dict[str, str],
+        targets: GroupTargets,
         protected: set[str],
         removed: set[str],
     ) -> dict[str, list[str]]:
@@ -388,10 +337,8 @@ class _Planner:
                 kept = {m for m in members if m not in in_file}
             desired[group] = kept
         for row in good:
-            for address in row.groups:
-                ext = targets.get(address)
-                if ext is not None:
-                    desired.setdefault(ext, set()).add(row.email)
+            for key in targets.of(row):
+                desired.setdefault(key, set()).add(row.email)
         return {
             group: sorted(members)
             for group, members in desired.items()

@@ -41,18 +41,26 @@ class ImportOptions:
 
 @dataclass(frozen=True, slots=True)
 class DiffRow:
-    """One line of the diff; `row` is None for objects not in the file (removals, bare groups)."""
+    """One line of the diff; `row` is None for objects not in the file (removals, new groups).
+    An address-less group has no email: `name` says which it is."""
 
     row: int | None
-    email: str
+    email: str | None
     kind: str
     fields: tuple[str, ...] = ()  # what an update changes
+    name: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"row": self.row, "email": self.email, "kind": self.kind}
         if self.fields:
             out["fields"] = list(self.fields)
+        if self.name is not None:
+            out["name"] = self.name
         return out
+
+    @property
+    def label(self) -> str:
+        return self.email or f"group {self.name!r}"
 
 
 @dataclass(slots=True)
@@ -93,6 +101,8 @@ class ImportReport:
     unchanged: int = 0
     held_deletions: int = 0  # removals the deletion guard holds; still accepted by lookups
     domains_added: list[str] = field(default_factory=list)
+    # Groups named in the groups column that the import creates (or, dry run, would create).
+    groups_created: list[str] = field(default_factory=list)
     errors: list[RowError] = field(default_factory=list)
     error_count: int = 0
     diff: Diff = field(default_factory=Diff)
@@ -113,6 +123,7 @@ class ImportReport:
             "removes": self.removes,
             "unchanged": self.unchanged,
             "errors": [e.as_dict() for e in self.errors],
+            "groups_created": self.groups_created,
         }
 
     def as_dict(self) -> dict[str, Any]:

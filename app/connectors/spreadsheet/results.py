@@ -51,6 +51,8 @@ class SheetRow:
     enabled: bool = True
     kind: RecipientKind = RecipientKind.USER
     groups: tuple[str, ...] = ()  # addresses of the groups this row is a member of
+    group_names: tuple[str, ...] = ()  # groups named by display name, not address
+    group_labels: tuple[tuple[str, str], ...] = ()  # (address, name) written `Name <address>`
     permissions: tuple[str, ...] = ()
     attributes: Mapping[str, str] = field(default_factory=dict)
 

@@ -17,6 +17,7 @@ from app.connectors.spreadsheet.cells import (
     quote,
 )
 from app.connectors.spreadsheet.columns import ColumnMap, Field
+from app.connectors.spreadsheet.group_entries import NO_GROUPS, GroupEntries, parse_group_entries
 from app.connectors.spreadsheet.results import ReadLimits, RowError, SheetRow
 
 _LIST_FIELDS = frozenset({Field.ALIASES, Field.GROUPS, Field.PERMISSIONS})
@@ -45,7 +46,7 @@ class RowBuilder:
     def __init__(self, columns: ColumnMap, limits: ReadLimits) -> None:
         self.columns = columns
         self._limits = limits
-        self._group_lists: dict[str, tuple[str, ...]] = {}
+        self._group_lists: dict[str, GroupEntries] = {}
         self._values: dict[str, str] = {}
         self._order = {columns.header_of(p): p for p in range(len(columns.headers))}
         # Per position: the longest value allowed, 0 for a column without a header.
@@ -103,11 +104,11 @@ class RowBuilder:
             errors.sort(key=lambda e: self._order.get(e.column or "", len(self._order)))
         return built
 
-    def _groups(self, value: str) -> tuple[str, ...]:
+    def _groups(self, value: str) -> GroupEntries:
         """Group lists repeat down a sheet: parse each distinct one once and share the tuple."""
         groups = self._group_lists.get(value)
         if groups is None:
-            groups = parse_address_list(value)
+            groups = parse_group_entries(value)
             if len(self._group_lists) < _MAX_REUSED:
                 self._group_lists[value] = groups
         return groups
@@ -139,7 +140,7 @@ class RowBuilder:
                 except CellError as exc:
                     refuse(Field.EMAIL, str(exc))
         aliases: tuple[str, ...] = ()
-        groups: tuple[str, ...] = ()
+        groups = NO_GROUPS
         enabled = True
         kind = RecipientKind.USER  # what an empty kind cell means
         try:
@@ -152,7 +153,7 @@ class RowBuilder:
             groups = self._groups(values.get(position[Field.GROUPS], ""))
         except CellError as exc:
             refuse(Field.GROUPS, str(exc))
-        if email and email in groups:
+        if email and email in groups.addresses:
             refuse(Field.GROUPS, f"{email} cannot be a member of itself")
         try:
             enabled = parse_enabled(values.get(position[Field.ENABLED], ""))
@@ -172,7 +173,9 @@ class RowBuilder:
             aliases=aliases,
             enabled=enabled,
             kind=kind,
-            groups=groups,
+            groups=groups.addresses,
+            group_names=groups.names,
+            group_labels=groups.labels,
             permissions=parse_text_list(values.get(position[Field.PERMISSIONS], "")),
             attributes={
                 name: self._reuse(values[at])

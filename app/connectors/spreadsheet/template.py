@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from openpyxl import Workbook
+from openpyxl.comments import Comment
 from openpyxl.styles import Font
 
 HEADERS = (
@@ -20,6 +21,14 @@ HEADERS = (
     "department",
     "job title",
 )
+# Shown on the groups header of the .xlsx (and in the README).
+GROUPS_NOTE = (
+    "Groups this row is a member of, separated by ; or , : a group address "
+    "(staff@example.com), a name and address (Front desk <frontdesk@example.com>), or a "
+    "group name (Finance Team), which is matched to an existing group of that name "
+    "(case does not matter) or creates a group without an address. A name cannot contain "
+    "; or , (they separate entries)."
+)
 EXAMPLE_ROWS = (
     (
         "alice.smith@example.com",
@@ -27,7 +36,7 @@ EXAMPLE_ROWS = (
         "alice@example.com; a.smith@example.com",
         "yes",
         "user",
-        "staff@example.com",
+        "staff@example.com; Finance Team",  # a group by address, and one by name
         "send-as",
         "Finance",
         "Controller",
@@ -38,7 +47,7 @@ EXAMPLE_ROWS = (
         "contact@example.com",
         "no",
         "shared mailbox",
-        "",
+        "Front desk <frontdesk@example.com>",  # a new group: its name and its address
         "",
         "Front desk",
         "",
@@ -76,9 +85,11 @@ def write_template(path: str | os.PathLike[str]) -> Path:
     sheet.append(HEADERS)
     for cell in sheet[1]:
         cell.font = Font(bold=True)
+        if cell.value == "groups":
+            cell.comment = Comment(GROUPS_NOTE, "Roster", width=360, height=140)
     for row in EXAMPLE_ROWS:
         sheet.append(row)
-    for column, width in zip("ABCDEFGHI", (28, 18, 40, 9, 16, 20, 14, 12, 12), strict=True):
+    for column, width in zip("ABCDEFGHI", (28, 18, 40, 9, 16, 36, 14, 12, 12), strict=True):
         sheet.column_dimensions[column].width = width
     sheet.freeze_panes = "A2"
     workbook.save(target)

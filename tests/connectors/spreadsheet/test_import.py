@@ -174,21 +174,6 @@ async def test_a_manual_users_address_is_refused_too(
     assert "already belongs to m-1 (manual connector 'manual')" in report.errors[0].reason
 
 
-async def test_a_group_of_another_source_is_refused(
-    sessionmaker: Sessionmaker, contoso: None
-) -> None:
-    async with sessionmaker.begin() as session:
-        graph = await make_connector(session, SourceKind.GRAPH)
-        await make_recipient(
-            session, graph, external_id="g-2", addresses=["sales@contoso.com"], display_name="Sales"
-        )
-    report = await run(
-        sessionmaker, [["email", "groups"], ["hal@contoso.com", "sales@contoso.com"]]
-    )
-    assert [(e.row, e.column) for e in report.errors] == [(2, "groups")]
-    assert "Roster does not add members to another source's group" in report.errors[0].reason
-
-
 async def test_a_domain_not_accepted_is_a_row_error_unless_added(
     sessionmaker: Sessionmaker, contoso: None
 ) -> None:

@@ -67,14 +67,19 @@ def test_malformed_email_is_reported_with_the_reason(address: str, reason: str) 
 
 def test_malformed_alias_and_group_are_reported_in_their_columns() -> None:
     assert errors_of(
-        [["email", "aliases", "groups"], ["a@example.com", "b@example.com; bad alias", "staff"]]
+        [["email", "aliases", "groups"], ["a@example.com", "b@example.com; bad alias", "staff@"]]
     ) == [
         (
             2,
             "aliases",
             "'bad alias' is not a valid address: contains a space or control character",
         ),
-        (2, "groups", "'staff' is not a valid address: must contain exactly one @"),
+        (
+            2,
+            "groups",
+            "'staff@' is not a valid address: no domain after the @; write a group as its "
+            "address, as Name <address>, or as a name without @",
+        ),
     ]
 
 

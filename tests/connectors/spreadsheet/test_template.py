@@ -19,10 +19,21 @@ def test_template_reads_back_without_errors(tmp_path: Path, name: str) -> None:
     assert result.errors == []
     alice, info, staff = result.rows
     assert alice.aliases == ("alice@example.com", "a.smith@example.com")
-    assert alice.groups == ("staff@example.com",)
+    assert (alice.groups, alice.group_names) == (("staff@example.com",), ("Finance Team",))
+    assert info.group_labels == (("frontdesk@example.com", "Front desk"),)
     assert alice.attributes == {"department": "Finance", "job title": "Controller"}
     assert (info.kind, info.enabled) == (RecipientKind.SHARED_MAILBOX, False)
     assert staff.kind is RecipientKind.GROUP
+
+
+def test_template_explains_the_groups_column_on_its_header(tmp_path: Path) -> None:
+    from openpyxl import load_workbook
+
+    sheet = load_workbook(write_template(tmp_path / "template.xlsx")).worksheets[0]
+    (groups,) = (cell for cell in sheet[1] if cell.value == "groups")
+    assert groups.comment is not None
+    assert "Front desk <frontdesk@example.com>" in groups.comment.text
+    assert "A name cannot contain ; or ," in groups.comment.text
 
 
 def test_template_has_every_recognized_column() -> None:
