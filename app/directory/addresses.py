@@ -1,21 +1,42 @@
-"""Address normalization and subaddressing (DESIGN.md section 3).
+"""Address normalization and subaddressing: the one place an address or a domain becomes a key.
+
+Every path that stores or compares an address or a domain (domains added by hand, by a sheet or
+by a directory, every connector's addresses, every lookup protocol) goes through `normalize` or
+`normalize_domain`, so one mailbox has one key however it was typed.
 
 Postfix lower-cases socketmap and tcp_table keys but sends the policy service the recipient as
 typed, and never strips `+tag` for these tables: Roster does both itself.
+
+Domains: ASCII labels are lower-cased and checked as host-name labels (letters, digits, `-`, and
+`_`, which directories hold in service subdomains). Anything else takes UTS #46 processing
+(nontransitional, the only kind the `idna` package implements: `faß.de` stays `faß.de`) and
+IDNA 2008's label rules, so NFC and NFD spellings, full-width letters and dots, upper case and
+the A-label (`xn--bcher-kva.example`) all give one key; an A-label is checked too (a label that
+is not the canonical Punycode of a valid U-label is malformed, like any other bad input).
+
+Local parts: lower-cased, and a non-ASCII local part (SMTPUTF8) is put in NFC, so precomposed
+and decomposed spellings of one mailbox match; nothing else is mapped (full-width letters in a
+local part stay as typed: the receiving system decides what they mean).
 """
 
 from __future__ import annotations
 
 import functools
+import unicodedata
+
+import idna
 
 from app.errors import Malformed
 
 MAX_ADDRESS_OCTETS = 254
 MAX_LOCAL_OCTETS = 64
+MAX_DOMAIN_OCTETS = 253
+MAX_LABEL_OCTETS = 63
 
 
 def normalize(address: str) -> str:
-    """Trim, lower-case and IDNA-encode the domain; raise Malformed for anything that can't be mail.
+    """Trim, lower-case, NFC the local part and IDNA-encode the domain; raise Malformed for
+    anything that can't be mail.
 
     Idempotent: normalize(normalize(a)) == normalize(a).
     """
@@ -24,7 +45,8 @@ def normalize(address: str) -> str:
     value = address.strip()
     if not value:
         raise Malformed("address is empty")
-    if value.isascii():  # the common case, checked without a Python-level loop
+    ascii_input = value.isascii()
+    if ascii_input:  # the common case, checked without a Python-level loop
         if " " in value or not value.isprintable():
             raise Malformed("address contains whitespace or control characters")
     elif any(ch.isspace() or not ch.isprintable() for ch in value):
@@ -38,8 +60,8 @@ def normalize(address: str) -> str:
         raise Malformed("address has an empty domain")
     if domain.startswith("[") or domain.endswith("]"):
         raise Malformed("address literals are not mailbox addresses")
-    local = local.lower()
-    domain = _encode_domain(domain.lower().rstrip("."))
+    local = local.lower() if ascii_input else _unicode_local(local)
+    domain = _encode_domain(domain)
     result = f"{local}@{domain}"
     ascii_only = result.isascii()
     if (len(local) if ascii_only else len(local.encode("utf-8"))) > MAX_LOCAL_OCTETS:
@@ -50,39 +72,61 @@ def normalize(address: str) -> str:
 
 
 def normalize_domain(domain: str) -> str:
-    value = domain.strip().lower().rstrip(".")
-    if not value or any(ch.isspace() or ord(ch) < 0x20 or ch in "@[]" for ch in value):
+    """A domain as typed (`roster domains add`, the API, a directory's list) -> its key, the
+    same one `normalize` gives an address in that domain."""
+    value = domain.strip()
+    if not value or any(ch.isspace() or not ch.isprintable() or ch in "@[]" for ch in value):
         raise Malformed(f"not a domain name: {domain!r}")
     return _encode_domain(value)
 
 
+def _unicode_local(local: str) -> str:
+    """NFC after lower-casing (lower() can decompose, as `İ` -> `i̇` does), NFC again so the
+    result is a fixed point."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", local).lower())
+
+
 @functools.lru_cache(maxsize=4096)
 def _encode_domain(domain: str) -> str:
-    if not domain:
+    """The domain as typed (trimmed) -> ASCII key; cached, as lookups repeat a few domains."""
+    if domain.isascii():
+        value = domain.lower()
+    else:
+        try:
+            # STD3's host-name rule is applied below, label by label, with the ASCII labels.
+            value = idna.uts46_remap(domain, std3_rules=False)
+        except UnicodeError as exc:  # idna.IDNAError is a UnicodeError
+            raise Malformed(f"domain {domain!r} is not a valid domain name: {exc}") from exc
+    value = value.rstrip(".")
+    if not value:
         raise Malformed("address has an empty domain")
-    labels = domain.split(".")
     encoded = []
-    for label in labels:
+    for label in value.split("."):
         if not label:
             raise Malformed("domain has an empty label")
-        if label.isascii():
-            ascii_label = label
-        else:
-            try:
-                ascii_label = "xn--" + label.encode("punycode").decode("ascii")
-            except UnicodeError as exc:
-                raise Malformed(f"domain label {label!r} cannot be IDNA-encoded") from exc
-        if len(ascii_label) > 63:
-            raise Malformed("domain label is longer than 63 octets")
+        plain = label.isascii() and not label.startswith("xn--")
+        ascii_label = label if plain else _a_label(label)
+        if len(ascii_label) > MAX_LABEL_OCTETS:
+            raise Malformed(f"domain label is longer than {MAX_LABEL_OCTETS} octets")
         if not all(ch.isalnum() or ch in "-_" for ch in ascii_label):
             raise Malformed(f"domain label {label!r} has characters not allowed in a host name")
         if ascii_label.startswith("-") or ascii_label.endswith("-"):
             raise Malformed(f"domain label {label!r} starts or ends with a hyphen")
         encoded.append(ascii_label)
     result = ".".join(encoded)
-    if len(result) > 253:
-        raise Malformed("domain is longer than 253 octets")
+    if len(result) > MAX_DOMAIN_OCTETS:
+        raise Malformed(f"domain is longer than {MAX_DOMAIN_OCTETS} octets")
     return result
+
+
+def _a_label(label: str) -> str:
+    """A U-label (already UTS #46-mapped) or an A-label -> the A-label, by IDNA 2008's rules."""
+    if label.isascii() and len(label) > MAX_LABEL_OCTETS:
+        raise Malformed(f"domain label is longer than {MAX_LABEL_OCTETS} octets")
+    try:
+        return idna.alabel(label).decode("ascii")
+    except UnicodeError as exc:
+        raise Malformed(f"domain label {label!r} is not a valid IDNA label: {exc}") from exc
 
 
 def domain_of(normalized: str) -> str:
