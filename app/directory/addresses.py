@@ -32,6 +32,9 @@ MAX_ADDRESS_OCTETS = 254
 MAX_LOCAL_OCTETS = 64
 MAX_DOMAIN_OCTETS = 253
 MAX_LABEL_OCTETS = 63
+# Zero-width (non-)joiners are format characters, refused like control characters except in a
+# domain, where IDNA 2008 allows them in context (Persian, Indic scripts) and checks that context.
+_JOINERS = frozenset("\u200c\u200d")
 
 
 def normalize(address: str) -> str:
@@ -49,11 +52,13 @@ def normalize(address: str) -> str:
     if ascii_input:  # the common case, checked without a Python-level loop
         if " " in value or not value.isprintable():
             raise Malformed("address contains whitespace or control characters")
-    elif any(ch.isspace() or not ch.isprintable() for ch in value):
+    elif any((ch.isspace() or not ch.isprintable()) and ch not in _JOINERS for ch in value):
         raise Malformed("address contains whitespace or control characters")
     local, at, domain = value.rpartition("@")
     if not at:
         raise Malformed("address has no @")
+    if not ascii_input and not _JOINERS.isdisjoint(local):
+        raise Malformed("address contains whitespace or control characters")
     if not local:
         raise Malformed("address has an empty local part")
     if not domain:
@@ -75,7 +80,9 @@ def normalize_domain(domain: str) -> str:
     """A domain as typed (`roster domains add`, the API, a directory's list) -> its key, the
     same one `normalize` gives an address in that domain."""
     value = domain.strip()
-    if not value or any(ch.isspace() or not ch.isprintable() or ch in "@[]" for ch in value):
+    if not value or any(
+        (ch.isspace() or not ch.isprintable() or ch in "@[]") and ch not in _JOINERS for ch in value
+    ):
         raise Malformed(f"not a domain name: {domain!r}")
     return _encode_domain(value)
 
