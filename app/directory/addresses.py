@@ -7,12 +7,15 @@ by a directory, every connector's addresses, every lookup protocol) goes through
 Postfix lower-cases socketmap and tcp_table keys but sends the policy service the recipient as
 typed, and never strips `+tag` for these tables: Roster does both itself.
 
-Domains: ASCII labels are lower-cased and checked as host-name labels (letters, digits, `-`, and
-`_`, which directories hold in service subdomains). Anything else takes UTS #46 processing
-(nontransitional, the only kind the `idna` package implements: `faß.de` stays `faß.de`) and
-IDNA 2008's label rules, so NFC and NFD spellings, full-width letters and dots, upper case and
-the A-label (`xn--bcher-kva.example`) all give one key; an A-label is checked too (a label that
-is not the canonical Punycode of a valid U-label is malformed, like any other bad input).
+Domains: ASCII labels are lower-cased and checked as host-name labels (STD3's letters, digits
+and `-`, plus `_`, which Roster has always accepted); an all-ASCII domain never reaches `idna`
+unless a label starts with `xn--`. Anything else takes UTS #46 processing (nontransitional, the
+only kind the `idna` package implements: `faß.de` stays `faß.de`) and IDNA 2008's label rules,
+so NFC and NFD spellings, full-width letters and dots, upper case and the A-label
+(`xn--bcher-kva.example`) all give one key. A-labels are checked too: one that is not the
+canonical Punycode of a valid U-label (the Punycode of an NFD spelling, say) is malformed, and
+so are symbols and emoji (`♥.example`), which IDNA 2008 does not allow. Keys are cached per
+domain as typed.
 
 Local parts: lower-cased, and a non-ASCII local part (SMTPUTF8) is put in NFC, so precomposed
 and decomposed spellings of one mailbox match; nothing else is mapped (full-width letters in a
@@ -107,7 +110,7 @@ def _encode_domain(domain: str) -> str:
     value = value.rstrip(".")
     if not value:
         raise Malformed("address has an empty domain")
-    encoded = []
+    encoded: list[str] = []
     for label in value.split("."):
         if not label:
             raise Malformed("domain has an empty label")
