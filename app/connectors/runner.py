@@ -27,10 +27,11 @@ from app.connectors.base import Page, Source
 from app.connectors.prefetch import Prefetch
 from app.db.maintenance import analyze_grown, worth_checking
 from app.directory import service
+from app.directory.addresses import normalize_domain
 from app.directory.models import Connector, Domain, Tenant
 from app.directory.records import ChangeSet
 from app.directory.tenants import add_domain, remove_domain
-from app.errors import PermanentSourceError, SyncStateLost, TemporarySourceError
+from app.errors import Malformed, PermanentSourceError, SyncStateLost, TemporarySourceError
 from app.logging import redact
 
 logger = logging.getLogger(__name__)
@@ -354,6 +355,12 @@ async def _reconcile_domains(
     tenant = await session.get(Tenant, ref.tenant_id)
     if tenant is None:
         return
+    wanted: set[str] = set()
+    for name in names:  # compared as stored: `Bücher.example` is `xn--bcher-kva.example`
+        try:
+            wanted.add(normalize_domain(name))
+        except Malformed as exc:
+            logger.warning("domain not added: domain=%s reason=%s", name, exc.message)
     current = set(
         await session.scalars(
             select(Domain.name).where(
@@ -361,12 +368,12 @@ async def _reconcile_domains(
             )
         )
     )
-    for name in sorted(set(names) - current):
+    for name in sorted(wanted - current):
         try:
             await add_domain(session, tenant, name, source=ref.kind.value)
         except Exception as exc:  # another tenant's domain: report, keep syncing
             logger.warning("domain not added: domain=%s reason=%s", name, exc)
-    for name in sorted(current - set(names)):
+    for name in sorted(current - wanted):
         await remove_domain(session, name)
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.connectors.base import ChangeSet, Edges, RecipientKind, RecipientRecord
+from app.directory.addresses import normalize_domain
+from app.errors import Malformed
 
 # members@delta types kept (the issue: user, group and orgContact; devices etc. are ignored).
 MEMBER_TYPES = frozenset({"#microsoft.graph.user", "#microsoft.graph.group",
@@ -47,14 +49,24 @@ def accepted_domains(domains: Iterable[Mapping[str, Any]]) -> frozenset[str]:
 
     Microsoft Learn "domain resource type" (https://learn.microsoft.com/graph/api/resources/domain).
     `*.onmicrosoft.com` domains count exactly when Graph lists them as verified Email domains.
+    Names are keys (`normalize_domain`), as stored and as looked up; one that is not a domain
+    name is left out (its addresses are then not in an accepted domain).
     """
     return frozenset(
-        str(d["id"]).lower()
+        name
         for d in domains
         if d.get("id")
         and d.get("isVerified") is True
         and "Email" in (d.get("supportedServices") or [])
+        and (name := _domain_key(str(d["id"]))) is not None
     )
+
+
+def _domain_key(domain: str) -> str | None:
+    try:
+        return normalize_domain(domain)
+    except Malformed:
+        return None
 
 
 def smtp_addresses(obj: Mapping[str, Any]) -> tuple[list[str], str | None]:
@@ -90,8 +102,11 @@ def _filter(addresses: list[str], primary: str | None,
         lowered = address.lower()
         if "#ext#" in lowered:
             continue  # a guest's UPN form is never deliverable
-        if accepted is not None and lowered.rpartition("@")[2] not in accepted:
-            continue
+        if accepted is not None:
+            # lower() is the key for plain ASCII domains; anything else is normalized to match.
+            domain = address.rpartition("@")[2]
+            if domain.lower() not in accepted and _domain_key(domain) not in accepted:
+                continue
         kept.append(address)
         has_primary = has_primary or lowered == wanted
     return tuple(kept), primary if has_primary else None
