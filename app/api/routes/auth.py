@@ -125,7 +125,7 @@ def _limiter(request: Request) -> AuthRateLimiter:
     dependencies=[AdminScope],
     response_model=AuthVerifyResult,
     responses={
-        **responses(401, 403, 422, 429),  # type: ignore[dict-item]
+        **responses(401, 403, 422, 429),
         503: {"model": AuthUnavailable, "description": "no domain controller could answer"},
     },
 )

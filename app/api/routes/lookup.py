@@ -29,7 +29,7 @@ _LOOKUP_RESPONSES = {
 @router.get(
     "/{address}",
     dependencies=[LookupScope],
-    responses=_LOOKUP_RESPONSES,  # type: ignore[arg-type]
+    responses=_LOOKUP_RESPONSES,
     response_model=LookupAnswer,
     summary="Is this address a valid recipient?",
 )
@@ -48,7 +48,7 @@ async def lookup(address: str, index: IndexDep, request: Request) -> Response:
 @router.post(
     "/lookup",
     dependencies=[LookupScope],
-    responses=responses(401, 403, 422),  # type: ignore[arg-type]
+    responses=responses(401, 403, 422),
     summary="Look up to 1,000 addresses at once",
 )
 async def lookup_batch(body: BatchLookup, index: IndexDep, request: Request) -> BatchAnswer:
@@ -56,13 +56,13 @@ async def lookup_batch(body: BatchLookup, index: IndexDep, request: Request) -> 
     metrics = request.app.state.metrics
     for result in results:
         metrics.count_lookup("http", result.verdict.value)
-    return BatchAnswer(items=[LookupAnswer(**result.as_dict()) for result in results])
+    return BatchAnswer(items=[LookupAnswer.model_validate(result.as_dict()) for result in results])
 
 
 @router.get(
     "/{address}/groups",
     dependencies=[ReadScope],
-    responses=responses(400, 401, 403, 404),  # type: ignore[arg-type]
+    responses=responses(400, 401, 403, 404),
     summary="Groups an address belongs to",
 )
 async def groups_of_address(
