@@ -553,7 +553,7 @@ def import_command(
 
     Exit 1 when the file is refused, or has bad rows and --partial is not given.
     """
-    from app.connectors.spreadsheet.command import run_import_command
+    from app.import_command import run_import_command
 
     run_import_command(
         file,
