@@ -22,8 +22,13 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# The gates CI runs (.ci/run): lint, formatting, types (mypy --strict on app/, settings in
+# pyproject.toml) and the import contracts (import-linter's layers and forbidden imports).
 lint: $(STAMP)
 	$(BIN)/ruff check app tests bench
+	$(BIN)/ruff format --check app tests bench
+	$(BIN)/mypy app
+	$(BIN)/lint-imports
 
 clean:
-	rm -rf $(VENV) .pytest_cache roster.db roster.db-wal roster.db-shm
+	rm -rf $(VENV) .pytest_cache .mypy_cache .grimp_cache .import_linter_cache roster.db roster.db-wal roster.db-shm

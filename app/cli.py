@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import orjson
 import typer
@@ -45,18 +45,17 @@ def main() -> None:
     cli()
 
 
-def _fail(message: str, code: int = 1) -> None:
+def _fail(message: str, code: int = 1) -> NoReturn:
     err.print(f"[red]error:[/red] {message}", highlight=False)
     raise typer.Exit(code)
 
 
-def _run(work: Callable[[Settings], Awaitable[T]]) -> T:
+def _run(work: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
     settings = Settings()
     try:
         return asyncio.run(work(settings))
     except RosterError as exc:
         _fail(exc.message, 75 if exc.status_code == 503 else 1)
-        raise  # unreachable; keeps type checkers happy
 
 
 async def _with_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
@@ -554,7 +553,7 @@ def import_command(
 
     Exit 1 when the file is refused, or has bad rows and --partial is not given.
     """
-    from app.connectors.spreadsheet.command import run_import_command
+    from app.import_command import run_import_command
 
     run_import_command(
         file,
@@ -604,7 +603,8 @@ def graph_unsubscribe(
     A running `roster serve` with ROSTER_PUBLIC_URL set creates new ones: stop it, or unset
     ROSTER_PUBLIC_URL, first.
     """
-    from app.connectors.graph.realtime import subscription_client_factory, unsubscribe
+    from app.connectors.graph.realtime import unsubscribe
+    from app.connectors.graph.subscription_client import subscription_client_factory
     from app.db.engine import create_engine, create_sessionmaker
 
     async def work(settings: Settings) -> list[str]:

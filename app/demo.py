@@ -68,7 +68,7 @@ def run_demo(options: DemoOptions, echo: Echo) -> None:
 def _settings(options: DemoOptions, simulator: RunningSimulator) -> Settings:
     state = simulator.state
     return Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         database_url=f"sqlite+aiosqlite:///{options.database.resolve()}",
         graph=GraphSettings(
             tenant_id=state.tenant_id,

@@ -72,4 +72,4 @@ def install_openapi(app: FastAPI) -> None:
         app.openapi_schema = spec
         return spec
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override

@@ -5,11 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
 
 from app.connectors.base import Page
-
-_DONE = object()
 
 
 class Prefetch:
@@ -17,7 +14,8 @@ class Prefetch:
 
     def __init__(self, pages: AsyncIterator[Page], *, depth: int) -> None:
         self._pages = pages
-        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=depth)
+        # None marks the producer's end; an exception is the producer's failure.
+        self._queue: asyncio.Queue[Page | BaseException | None] = asyncio.Queue(maxsize=depth)
         self._failed = False
         self._ended = False
         self._producer: asyncio.Task[None] | None = None
@@ -40,7 +38,7 @@ class Prefetch:
         try:
             async for page in self._pages:
                 await self._queue.put(page)
-            await self._queue.put(_DONE)
+            await self._queue.put(None)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # handed to the consumer, raised there
@@ -57,7 +55,7 @@ class Prefetch:
         if self._ended:
             return None
         item = await self._queue.get()
-        if item is _DONE:
+        if item is None:
             self._ended = True
             return None
         if isinstance(item, BaseException):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import ClassVar
 
-from sqlalchemy import BigInteger, DateTime, Dialect, Integer, MetaData
+from sqlalchemy import BigInteger, DateTime, Dialect, Integer, MetaData, Table
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
@@ -36,7 +36,7 @@ class UTCDateTime(TypeDecorator[datetime]):
             raise ValueError("naive datetime: store timezone-aware UTC values")
         return value.astimezone(UTC) if value is not None else None
 
-    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
@@ -44,3 +44,6 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    # Every model here maps one Table (SQLAlchemy types it as the wider FromClause); the
+    # maintainers' recommended annotation: https://github.com/sqlalchemy/sqlalchemy/issues/9130
+    __table__: ClassVar[Table]

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from sqlalchemy import ColumnElement, any_, bindparam
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import QueryableAttribute
 
 T = TypeVar("T")
 
@@ -35,7 +36,11 @@ def chunks(session: AsyncSession, items: Iterable[T]) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
-def one_of(session: AsyncSession, column: Any, values: Sequence[Any]) -> ColumnElement[bool]:
+def one_of(
+    session: AsyncSession,
+    column: ColumnElement[Any] | QueryableAttribute[Any],
+    values: Sequence[Any],
+) -> ColumnElement[bool]:
     """`column IN values`; on PostgreSQL `column = ANY(:array)`."""
     if is_postgresql(session):
         return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))

@@ -57,12 +57,12 @@ async def assign_addresses(
     wanted_all = sorted({a for prep in changed.values() for a in prep.addresses})
     owners: dict[str, tuple[str, str, str | None]] = {}
     for chunk in chunks(session, wanted_all):
-        rows = await session.execute(
+        owned = await session.execute(
             select(Address.address, Address.recipient_id, Recipient.source, Recipient.display_name)
             .join(Recipient, Recipient.id == Address.recipient_id)
             .where(Address.tenant_id == tenant_id, one_of(session, Address.address, chunk))
         )
-        for address, rid, source, name in rows:
+        for address, rid, source, name in owned:
             owners[address] = (rid, source, name)
 
     removes: list[tuple[str, str]] = []

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.directory import service
@@ -88,7 +88,7 @@ async def list_recipients(
     limit: int = 100,
     offset: int = 0,
 ) -> tuple[list[Recipient], int]:
-    conditions = [Recipient.deleted_at.is_(None)]
+    conditions: list[ColumnElement[bool]] = [Recipient.deleted_at.is_(None)]
     if kinds:
         conditions.append(Recipient.kind.in_(kinds))
     if exclude_kinds:

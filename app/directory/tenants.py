@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -41,7 +42,7 @@ async def ensure_connector(
     )
     if connector is None:
         now = datetime.now(UTC)
-        row = {
+        row: dict[str, Any] = {
             "id": new_id(),
             "tenant_id": tenant.id,
             "name": name,

@@ -13,7 +13,7 @@ from app.directory.models import AddressConflict, Change, Tenant
 router = APIRouter(tags=["changes"])
 
 
-@router.get("/v1/changes", dependencies=[ReadScope], responses=responses(401, 403, 422))  # type: ignore[arg-type]
+@router.get("/v1/changes", dependencies=[ReadScope], responses=responses(401, 403, 422))
 async def list_changes(
     session: SessionDep,
     since: int = Query(default=0, ge=0, le=2**62),
@@ -37,7 +37,7 @@ async def list_changes(
     return ChangeList(items=items, next=items[-1].seq if items else since)
 
 
-@router.get("/v1/conflicts", dependencies=[ReadScope], responses=responses(401, 403))  # type: ignore[arg-type]
+@router.get("/v1/conflicts", dependencies=[ReadScope], responses=responses(401, 403))
 async def list_conflicts(session: SessionDep) -> ConflictList:
     rows = await session.execute(
         select(AddressConflict, Tenant.name)

@@ -45,7 +45,7 @@ class Accepted(BaseModel):
     detail: str
 
 
-@router.get("", dependencies=[ReadScope], responses=responses(401, 403))  # type: ignore[arg-type]
+@router.get("", dependencies=[ReadScope], responses=responses(401, 403))
 async def list_connectors(session: SessionDep) -> ConnectorList:
     return ConnectorList.model_validate({"items": await status.list_status(session)})
 
@@ -54,7 +54,7 @@ async def list_connectors(session: SessionDep) -> ConnectorList:
     "/{connector_id}/sync",
     status_code=202,
     dependencies=[WriteScope],
-    responses={202: {"model": Accepted}, **responses(401, 403, 404)},  # type: ignore[dict-item]
+    responses={202: {"model": Accepted}, **responses(401, 403, 404)},
 )
 async def sync_now(
     connector_id: str, request: Request, session: SessionDep, full: bool = Query(default=False)
@@ -77,7 +77,7 @@ async def sync_now(
 @router.post(
     "/{connector_id}/approve-deletions",
     dependencies=[AdminScope],
-    responses=responses(401, 403, 404),  # type: ignore[arg-type]
+    responses=responses(401, 403, 404),
 )
 async def approve(
     connector_id: str, request: Request, session: SessionDep, sync: IndexSyncDep

@@ -12,7 +12,7 @@ from app.directory import tenants as tenant_service
 router = APIRouter(prefix="/v1/domains", tags=["domains"])
 
 
-@router.get("", dependencies=[ReadScope], responses=responses(401, 403))  # type: ignore[arg-type]
+@router.get("", dependencies=[ReadScope], responses=responses(401, 403))
 async def list_domains(session: SessionDep) -> DomainList:
     rows = await tenant_service.list_domains(session)
     return DomainList(
@@ -27,7 +27,7 @@ async def list_domains(session: SessionDep) -> DomainList:
     "",
     status_code=201,
     dependencies=[WriteScope],
-    responses=responses(400, 401, 403, 409, 422),  # type: ignore[arg-type]
+    responses=responses(400, 401, 403, 409, 422),
 )
 async def add_domain(body: DomainCreate, session: SessionDep, sync: IndexSyncDep) -> DomainRead:
     tenant = await tenant_service.ensure_tenant(
@@ -45,7 +45,7 @@ async def add_domain(body: DomainCreate, session: SessionDep, sync: IndexSyncDep
     "/{name}",
     status_code=204,
     dependencies=[WriteScope],
-    responses=responses(400, 401, 403, 404),  # type: ignore[arg-type]
+    responses=responses(400, 401, 403, 404),
 )
 async def remove_domain(name: str, session: SessionDep, sync: IndexSyncDep) -> Response:
     await tenant_service.remove_domain(session, name)

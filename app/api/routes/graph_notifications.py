@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/graph", tags=["graph webhooks"])
 
 STORE_TIMEOUT = 2.5  # seconds: a 503 (Graph retries) beats an answer after Graph's 3 s
-HANDSHAKE_RESPONSE = {
+HANDSHAKE_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "Validation handshake: the URL-decoded `validationToken`, echoed",
         "content": {"text/plain": {"schema": {"type": "string"}}},
@@ -46,15 +46,15 @@ TOKEN = Query(
 )
 
 
-@router.post("/notifications", status_code=202, response_class=Response,
-             responses=HANDSHAKE_RESPONSE)  # type: ignore[arg-type]  # fmt: skip
+@router.post(
+    "/notifications", status_code=202, response_class=Response, responses=HANDSHAKE_RESPONSE
+)
 async def graph_notifications(request: Request, validation_token: str | None = TOKEN) -> Response:
     """Change notifications for the /users and /groups subscriptions."""
     return await _receive(request, validation_token, lifecycle=False)
 
 
-@router.post("/lifecycle", status_code=202, response_class=Response,
-             responses=HANDSHAKE_RESPONSE)  # type: ignore[arg-type]  # fmt: skip
+@router.post("/lifecycle", status_code=202, response_class=Response, responses=HANDSHAKE_RESPONSE)
 async def graph_lifecycle(request: Request, validation_token: str | None = TOKEN) -> Response:
     """Lifecycle notifications (reauthorizationRequired, subscriptionRemoved, missed)."""
     return await _receive(request, validation_token, lifecycle=True)

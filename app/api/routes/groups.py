@@ -24,7 +24,7 @@ async def _group(session: SessionDep, group_id: str) -> Recipient:
     return group
 
 
-@router.get("", dependencies=[ReadScope], responses=responses(401, 403))  # type: ignore[arg-type]
+@router.get("", dependencies=[ReadScope], responses=responses(401, 403))
 async def list_groups(
     session: SessionDep,
     source: str | None = None,
@@ -41,7 +41,7 @@ async def list_groups(
     "",
     status_code=201,
     dependencies=[WriteScope],
-    responses=responses(400, 401, 403, 404, 409, 422),  # type: ignore[arg-type]
+    responses=responses(400, 401, 403, 404, 409, 422),
 )
 async def create_group(body: GroupCreate, session: SessionDep, sync: IndexSyncDep) -> RecipientRead:
     """A manual group; without an email it is a plain (non mail-enabled) group."""
@@ -70,7 +70,7 @@ async def create_group(body: GroupCreate, session: SessionDep, sync: IndexSyncDe
 @router.get(
     "/{group_id}",
     dependencies=[ReadScope],
-    responses=responses(401, 403, 404),  # type: ignore[arg-type]
+    responses=responses(401, 403, 404),
 )
 async def get_group(group_id: str, session: SessionDep) -> RecipientRead:
     group = await _group(session, group_id)
@@ -80,7 +80,7 @@ async def get_group(group_id: str, session: SessionDep) -> RecipientRead:
 @router.get(
     "/{group_id}/members",
     dependencies=[ReadScope],
-    responses=responses(401, 403, 404),  # type: ignore[arg-type]
+    responses=responses(401, 403, 404),
 )
 async def group_members(
     group_id: str, session: SessionDep, transitive: bool = Query(default=False)
@@ -96,7 +96,7 @@ async def group_members(
     "/{group_id}/members",
     status_code=204,
     dependencies=[WriteScope],
-    responses=responses(400, 401, 403, 404, 409, 422),  # type: ignore[arg-type]
+    responses=responses(400, 401, 403, 404, 409, 422),
 )
 async def add_group_member(
     group_id: str, body: MemberAdd, session: SessionDep, sync: IndexSyncDep
@@ -114,7 +114,7 @@ async def add_group_member(
     "/{group_id}/members/{member}",
     status_code=204,
     dependencies=[WriteScope],
-    responses=responses(400, 401, 403, 404, 409),  # type: ignore[arg-type]
+    responses=responses(400, 401, 403, 404, 409),
 )
 async def remove_group_member(
     group_id: str, member: str, session: SessionDep, sync: IndexSyncDep
@@ -133,7 +133,7 @@ async def remove_group_member(
     "/{group_id}",
     status_code=204,
     dependencies=[WriteScope],
-    responses=responses(401, 403, 404, 409, 503),  # type: ignore[arg-type]
+    responses=responses(401, 403, 404, 409, 503),
 )
 async def delete_group(group_id: str, session: SessionDep, sync: IndexSyncDep) -> Response:
     group = await _group(session, group_id)

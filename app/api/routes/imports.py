@@ -95,7 +95,7 @@ class ImportRejected(ImportReport):
             "description": "bad rows (ImportRejected, nothing applied) or a refused file",
         },
         **responses(401, 403, 413, 503),
-    },  # type: ignore[dict-item]
+    },
 )
 async def create_import(
     session: SessionDep,
@@ -144,7 +144,7 @@ async def create_import(
 @router.get(
     "/{import_id}",
     dependencies=[ReadScope],
-    responses=responses(401, 403, 404),  # type: ignore[arg-type]
+    responses=responses(401, 403, 404),
 )
 async def read_import(import_id: str, session: SessionDep) -> ImportReport:
     """The stored report of an import or dry run."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Query, Request, Response
 
 from app.api.deps import IndexDep, LookupScope, ReadScope, SessionDep
@@ -14,7 +16,7 @@ from app.directory.recipients import describe, find_by_address
 
 router = APIRouter(prefix="/v1/recipients", tags=["lookup"])
 
-_LOOKUP_RESPONSES = {
+_LOOKUP_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": LookupAnswer, "description": "accept"},
     400: {"model": LookupProblem, "description": "malformed address (reason `malformed`)"},
     404: {"model": LookupProblem, "description": "reject: unknown recipient or domain not ours"},
@@ -40,7 +42,7 @@ _LOOKUP_RESPONSES = {
 @router.get(
     "/{address}",
     dependencies=[LookupScope],
-    responses=_LOOKUP_RESPONSES,  # type: ignore[arg-type]
+    responses=_LOOKUP_RESPONSES,
     response_model=LookupAnswer,
     summary="Is this address a valid recipient?",
 )
@@ -68,7 +70,7 @@ async def lookup_batch(body: BatchLookup, index: IndexDep, request: Request) -> 
     metrics = request.app.state.metrics
     for result in results:
         metrics.count_lookup("http", result.verdict.value)
-    return BatchAnswer(items=[LookupAnswer(**result.as_dict()) for result in results])
+    return BatchAnswer(items=[LookupAnswer.model_validate(result.as_dict()) for result in results])
 
 
 @router.get(

@@ -19,7 +19,7 @@ async def _read(session: SessionDep, recipient_id: str) -> RecipientRead:
     return RecipientRead.model_validate((await describe(session, [recipient]))[0])
 
 
-@router.get("", dependencies=[ReadScope], responses=responses(401, 403))  # type: ignore[arg-type]
+@router.get("", dependencies=[ReadScope], responses=responses(401, 403))
 async def list_users(
     session: SessionDep,
     source: str | None = None,
@@ -36,7 +36,7 @@ async def list_users(
     "",
     status_code=201,
     dependencies=[WriteScope],
-    responses=responses(400, 401, 403, 409, 413, 422, 503),  # type: ignore[arg-type]
+    responses=responses(400, 401, 403, 409, 413, 422, 503),
 )
 async def create_user(body: UserCreate, session: SessionDep, sync: IndexSyncDep) -> RecipientRead:
     recipient = await recipient_service.save_manual(
@@ -57,7 +57,7 @@ async def create_user(body: UserCreate, session: SessionDep, sync: IndexSyncDep)
 @router.get(
     "/{user_id}",
     dependencies=[ReadScope],
-    responses=responses(401, 403, 404),  # type: ignore[arg-type]
+    responses=responses(401, 403, 404),
 )
 async def get_user(user_id: str, session: SessionDep) -> RecipientRead:
     return await _read(session, user_id)
@@ -66,7 +66,7 @@ async def get_user(user_id: str, session: SessionDep) -> RecipientRead:
 @router.patch(
     "/{user_id}",
     dependencies=[WriteScope],
-    responses=responses(400, 401, 403, 404, 409, 413, 422, 503),  # type: ignore[arg-type]
+    responses=responses(400, 401, 403, 404, 409, 413, 422, 503),
 )
 async def update_user(
     user_id: str, body: UserUpdate, session: SessionDep, sync: IndexSyncDep
@@ -95,7 +95,7 @@ async def update_user(
     "/{user_id}",
     status_code=204,
     dependencies=[WriteScope],
-    responses=responses(401, 403, 404, 409, 503),  # type: ignore[arg-type]
+    responses=responses(401, 403, 404, 409, 503),
 )
 async def delete_user(user_id: str, session: SessionDep, sync: IndexSyncDep) -> Response:
     recipient = await recipient_service.get_live(session, user_id)

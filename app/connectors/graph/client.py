@@ -27,12 +27,12 @@ from msgraph._version import VERSION as MSGRAPH_VERSION
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 from msgraph.graph_request_adapter import GraphRequestAdapter
 from msgraph.graph_service_client import GraphServiceClient
-from msgraph_core import (  # type: ignore[import-untyped]
+from msgraph_core import (
     APIVersion,
     AzureIdentityAuthenticationProvider,
     GraphClientFactory,
 )
-from msgraph_core.middleware.options import (  # type: ignore[import-untyped]
+from msgraph_core.middleware.options import (
     GraphTelemetryHandlerOption,
 )
 

@@ -46,7 +46,7 @@ Clock = Callable[[], datetime]
 CHUNK = 500
 KEEP_HANDLED = timedelta(days=1)
 CLAIMED = "claimed:"
-INBOX: Table = WebhookInbox.__table__  # type: ignore[assignment]
+INBOX: Table = WebhookInbox.__table__
 
 
 def utcnow() -> datetime:

@@ -7,16 +7,18 @@ means the subscription expired or was removed (docs/outside-behaviour.md §2).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TypeVar
 
 from kiota_abstractions.api_error import APIError
 from msgraph.generated.models.subscription import Subscription
 
 from app.connectors.graph.client import GraphClient, GraphError
 from app.settings import GraphSettings
+
+T = TypeVar("T")
 
 CHANGE_TYPE = "updated,deleted"  # the only change types users and groups support
 
@@ -77,7 +79,7 @@ class GraphSubscriptionClient(GraphClient):
         result: list[RemoteSubscription] = []
         builder = self._sdk.subscriptions
         while True:
-            page = await self._call("list", lambda b=builder: b.get())  # type: ignore[misc]
+            page = await self._call("list", builder.get)
             if page is None:
                 return result
             result.extend(_remote(s) for s in page.value or [] if s.id)
@@ -85,7 +87,7 @@ class GraphSubscriptionClient(GraphClient):
                 return result
             builder = builder.with_url(page.odata_next_link)
 
-    async def _call(self, what: str, call: Callable[[], Any]) -> Any:
+    async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         try:
             return await call()
         except APIError as exc:

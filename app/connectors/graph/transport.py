@@ -39,6 +39,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 ),
             ) as response:
                 content = await response.read()
+                version = response.version or aiohttp.HttpVersion11  # None before a status line
         except aiohttp.ConnectionTimeoutError as exc:
             raise httpx.ConnectTimeout(str(exc), request=request) from exc
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
@@ -54,7 +55,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             headers=list(response.raw_headers),
             stream=httpx.ByteStream(content),
             extensions={
-                "http_version": b"HTTP/%d.%d" % response.version,
+                "http_version": b"HTTP/%d.%d" % (version.major, version.minor),
                 "reason_phrase": (response.reason or "").encode("latin-1"),
             },
         )

@@ -18,13 +18,13 @@ from pydantic import SecretStr
 from app.connectors.ldap.client import (
     LdapError,
     LdapPermanentError,
-    LdapSettings,
     LdapTemporaryError,
     connect,
     open_connection,
     parse_url,
 )
 from app.connectors.ldap.reader import read_dc_state
+from app.settings import LdapSettings
 
 logger = logging.getLogger(__name__)
 

@@ -82,7 +82,7 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-class StrictTls(ldap3.Tls):  # type: ignore[misc,unused-ignore]  # Any without types-ldap3
+class StrictTls(ldap3.Tls):  # type: ignore[misc]  # ldap3 is untyped: Tls is Any
     """TLS with the standard library's host name check (SAN DNS and IP entries).
 
     ldap3 2.9.1 checks names itself through the deprecated `ssl.match_hostname`; here the

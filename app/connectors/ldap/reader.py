@@ -22,7 +22,7 @@ from ldap3.protocol.microsoft import extended_dn_control, show_deleted_control
 from ldap3.utils.conv import escape_bytes
 
 from app.connectors.base import ChangeSet, RecipientKind, RecipientRecord
-from app.connectors.ldap.client import LdapError, LdapSession, LdapSettings, connect, translate
+from app.connectors.ldap.client import LdapError, LdapSession, connect, translate
 from app.connectors.ldap.mapping import (
     RECIPIENT_ATTRIBUTES,
     RECIPIENT_FILTER,
@@ -32,6 +32,7 @@ from app.connectors.ldap.mapping import (
     parse_member_value,
     to_record,
 )
+from app.settings import LdapSettings
 
 logger = logging.getLogger(__name__)
 

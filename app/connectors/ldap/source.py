@@ -28,7 +28,6 @@ from app.connectors.base import Page, SourceKind
 from app.connectors.ldap.client import (
     LdapError,
     LdapPermanentError,
-    LdapSettings,
     LdapTemporaryError,
     translate,
 )
@@ -40,6 +39,7 @@ from app.connectors.ldap.reader import (
     incremental_round,
 )
 from app.errors import PermanentSourceError, SyncStateLost, TemporarySourceError
+from app.settings import LdapSettings
 
 logger = logging.getLogger(__name__)
 

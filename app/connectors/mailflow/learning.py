@@ -23,9 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import cast
 
-from sqlalchemy import Table, case, func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.connectors.base import ChangeSet, RecipientKind, RecipientRecord, SourceKind
@@ -167,7 +166,7 @@ async def _count(
     # once both land, on SQLite and PostgreSQL alike.
     await insert_ignore(
         session,
-        cast(Table, LearnedSender.__table__),
+        LearnedSender.__table__,
         [
             {
                 "tenant_id": tenant_id,

@@ -1,4 +1,8 @@
-"""The body of `roster import`, kept beside its connector so `app/cli.py` stays a thin parser.
+"""The body of `roster import`, kept out of `app/cli.py` so that stays a thin parser.
+
+It prints with rich and exits through typer, so it sits beside cli.py rather than in the
+spreadsheet connector: the import contracts in pyproject.toml keep the CLI's libraries out
+of the connectors.
 
 Works straight on the database named by ROSTER_DATABASE_URL (docs/contracts.md §11). `--json`
 prints exactly the contract's keys; file-level refusals print the same shape with one error
