@@ -203,6 +203,7 @@ def report_outcomes(
             err.print(
                 f"{o.name}: took over the lease of {report.taken_over_from} (that process is gone)",
                 highlight=False,
+                soft_wrap=True,
             )
         if report is not None and report.ok:
             held = (
@@ -210,21 +211,25 @@ def report_outcomes(
             )
             out.print(f"{o.name}: ok, {report.pages} pages, {report.objects} objects{held}")
         elif report is not None:
-            err.print(f"[red]{o.name}: failed:[/red] {report.error}", highlight=False)
+            err.print(
+                f"[red]{o.name}: failed:[/red] {report.error}", highlight=False, soft_wrap=True
+            )
         elif o.busy is not None:
             err.print(
                 f"[yellow]{o.name}: busy:[/yellow] being synced by {o.busy.holder or '?'} until "
                 f"{_at(o.busy.until)}; try again later, or leave out --no-wait to wait",
                 highlight=False,
+                soft_wrap=True,
             )
         elif o.stopped and stopped_by is not None and not o.started:
-            err.print(f"{o.name}: not run (stopped)", highlight=False)
+            err.print(f"{o.name}: not run (stopped)", highlight=False, soft_wrap=True)
         elif o.stopped and stopped_by is not None:
             name = signal.Signals(stopped_by).name
             err.print(
                 f"{o.name}: interrupted by {name} after {o.pages} pages; the lease is released "
                 "and the next roster sync resumes there",
                 highlight=False,
+                soft_wrap=True,
             )
 
 
@@ -303,7 +308,7 @@ def run_sync_command(
     try:
         outcomes = asyncio.run(main())
     except RosterError as exc:
-        err.print(f"[red]error:[/red] {exc.message}", highlight=False)
+        err.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_TEMPFAIL if exc.status_code == 503 else 1) from None
     report_outcomes(outcomes, stopper.signal, out, err)
     code = exit_code(outcomes, stopper.signal)

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,14 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.connectors import leases
+from app.connectors.base import SourceKind
 from app.connectors.status import list_status
 from app.connectors.worker import request_sync
 from app.directory.models import Connector
 from app.simulator.graph import RunningSimulator, SimulatorState, TenantSpec
 from tests.connectors.graph.test_graph_source import accepted, expected_memberships, memberships
+from tests.factories import make_connector
 
 # Which stream each database stops in the first round and in the incremental round.
 PLANS = {"sqlite": ("users", "groups"), "postgresql": ("groups", "users")}
@@ -374,3 +378,32 @@ async def test_roster_serve_stopped_by_sigterm_or_sigkill_mid_round_resumes_exac
     finally:
         server.terminate()
         server.wait(timeout=WAIT)
+
+
+async def test_roster_sync_waits_for_a_busy_lease_or_with_no_wait_exits_75(
+    roster: Roster,
+    simulator: RunningSimulator,
+    engine: AsyncEngine,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    holder = "elsewhere:4242:feedcafe"  # another host: its lease is never taken over early
+    async with sessionmaker.begin() as session:
+        row = await make_connector(session, SourceKind.GRAPH, name="graph", ready=False)
+        connector_id = row.id
+        assert await leases.claim(session, connector_id, holder, now=datetime.now(UTC))
+
+    code, output = roster.run("sync", "--no-wait")
+    assert code == 75, output
+    assert f"graph: busy: being synced by {holder} until 20" in output
+
+    waiting = roster.start("sync")
+
+    async def says_who_holds_it() -> bool:
+        return f"graph: waiting for the lease held by {holder} until 20" in roster.output(waiting)
+
+    await eventually(says_who_holds_it, "roster sync saying whom it waits for", waiting)
+    async with sessionmaker.begin() as session:  # the holder finishes
+        await leases.release(session, connector_id, holder)
+    assert waiting.wait(timeout=4 * WAIT) == 0, roster.output(waiting)
+    assert "graph: ok" in roster.output(waiting)
+    await assert_mirror_is_exact(engine, sessionmaker, simulator.state)
