@@ -141,7 +141,8 @@ async def sync_jobs(
     """One cycle per job; busy ones wait (after the others ran) unless `no_wait`."""
     outcomes = {job.name: Outcome(job.name) for job in jobs}
 
-    async def attempt(job: Job, wait: bool) -> CycleReport:
+    async def attempt(job: Job, wait: bool) -> CycleReport | None:
+        """The job's cycle; None when busy and not waiting (`busy` says who holds it)."""
         outcome = outcomes[job.name]
         outcome.started = True
 
@@ -150,6 +151,7 @@ async def sync_jobs(
             view.page(job.name, stream, pages, objects)
 
         while True:
+            outcome.busy = None
             try:
                 return await run_cycle(
                     sessionmaker,
@@ -160,27 +162,23 @@ async def sync_jobs(
                     on_page=on_page,
                 )
             except ConnectorBusy as exc:
+                outcome.busy = exc
                 if not wait:
-                    raise
+                    return None
                 view.waiting(job.name, exc)
                 await asyncio.sleep(LEASE_POLL)
 
-    busy: list[Job] = []
-    for job in jobs:
+    async def run(job: Job, wait: bool) -> bool:
+        """Whether the job ended busy (not waited for)."""
         view.task(job.name)
-        try:
-            finished, report = await stopper.run(attempt(job, wait=False))
-        except ConnectorBusy as exc:
-            outcomes[job.name].busy = exc
-            busy.append(job)
-            continue
-        outcomes[job.name].report = report
+        finished, report = await stopper.run(attempt(job, wait))
         outcomes[job.name].stopped = not finished
+        outcomes[job.name].report = report
+        return finished and report is None
+
+    busy = [job for job in jobs if await run(job, wait=False)]
     for job in [] if no_wait else busy:
-        finished, report = await stopper.run(attempt(job, wait=True))
-        outcomes[job.name].busy = None
-        outcomes[job.name].report = report
-        outcomes[job.name].stopped = not finished
+        await run(job, wait=True)
     return list(outcomes.values())
 
 
@@ -189,7 +187,7 @@ def exit_code(outcomes: list[Outcome], stopped_by: int | None) -> int:
         return 128 + stopped_by
     if any(o.report is not None and not o.report.ok for o in outcomes):
         return 1
-    if any(o.busy is not None for o in outcomes):
+    if any(o.busy is not None and o.report is None for o in outcomes):
         return EXIT_TEMPFAIL
     return 0
 
@@ -214,20 +212,27 @@ def report_outcomes(
             err.print(
                 f"[red]{o.name}: failed:[/red] {report.error}", highlight=False, soft_wrap=True
             )
+        elif o.stopped and o.busy is not None:
+            err.print(
+                f"{o.name}: not run: stopped while waiting for the lease held by "
+                f"{o.busy.holder or '?'}",
+                highlight=False,
+                soft_wrap=True,
+            )
+        elif o.stopped and not o.started:
+            err.print(f"{o.name}: not run (stopped)", highlight=False, soft_wrap=True)
+        elif o.stopped:
+            name = signal.Signals(stopped_by).name if stopped_by else "a stop"
+            err.print(
+                f"{o.name}: interrupted by {name} after {o.pages} pages; the lease is released "
+                "and the next roster sync resumes there",
+                highlight=False,
+                soft_wrap=True,
+            )
         elif o.busy is not None:
             err.print(
                 f"[yellow]{o.name}: busy:[/yellow] being synced by {o.busy.holder or '?'} until "
                 f"{_at(o.busy.until)}; try again later, or leave out --no-wait to wait",
-                highlight=False,
-                soft_wrap=True,
-            )
-        elif o.stopped and stopped_by is not None and not o.started:
-            err.print(f"{o.name}: not run (stopped)", highlight=False, soft_wrap=True)
-        elif o.stopped and stopped_by is not None:
-            name = signal.Signals(stopped_by).name
-            err.print(
-                f"{o.name}: interrupted by {name} after {o.pages} pages; the lease is released "
-                "and the next roster sync resumes there",
                 highlight=False,
                 soft_wrap=True,
             )

@@ -8,7 +8,8 @@ by itself with its round recorded as interrupted and its lease released. Either 
 must finish and leave the mirror exactly as the simulator's directory.
 
 Each database runs half of the (round, stream, signal) matrix through `roster sync` and the
-other half through `roster serve`; the two databases together cover all eight cases.
+other half through `roster serve`; the two databases together cover all eight cases (and stop
+`roster sync` gracefully with SIGTERM on one, SIGINT on the other).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from app.connectors import leases
 from app.connectors.base import SourceKind
 from app.connectors.status import list_status
 from app.connectors.worker import request_sync
+from app.db.engine import create_engine, create_sessionmaker
+from app.db.migrate import upgrade
 from app.directory.models import Connector
 from app.simulator.graph import RunningSimulator, SimulatorState, TenantSpec
 from tests.connectors.graph.test_graph_source import accepted, expected_memberships, memberships
@@ -40,6 +43,8 @@ from tests.factories import make_connector
 
 # Which stream each database stops in the first round and in the incremental round.
 PLANS = {"sqlite": ("users", "groups"), "postgresql": ("groups", "users")}
+# How each database stops `roster sync` gracefully: SIGTERM, or SIGINT (what Ctrl-C sends).
+GRACEFUL = {"sqlite": signal.SIGTERM, "postgresql": signal.SIGINT}
 HELD_PAGE = 3  # of the stream's round; every round below has more pages than this
 WAIT = 90.0  # generous bound for anything a process should do "promptly" on a loaded machine
 
@@ -278,17 +283,18 @@ async def terminate_mid_round(
     gate: PageGate,
     stream: str,
     proc: subprocess.Popen[bytes],
+    sig: signal.Signals = signal.SIGTERM,
 ) -> int:
-    """SIGTERM at the held page: the process exits by itself, its round interrupted."""
+    """SIGTERM (or SIGINT) at the held page: the process exits by itself, round interrupted."""
     await stopped_mid_round(sessionmaker, gate, stream, proc)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     code = proc.wait(timeout=WAIT)
     await assert_interrupted_and_released(sessionmaker)
     gate.release()
     return code
 
 
-async def test_roster_sync_stopped_by_sigkill_or_sigterm_mid_round_resumes_exactly(
+async def test_roster_sync_killed_or_stopped_mid_round_resumes_exactly(
     roster: Roster,
     gate: PageGate,
     simulator: RunningSimulator,
@@ -309,14 +315,16 @@ async def test_roster_sync_stopped_by_sigkill_or_sigterm_mid_round_resumes_exact
     await assert_mirror_is_exact(engine, sessionmaker, state)
     assert (await status_of_graph(sessionmaker))["state"] == "ready"
 
-    # Incremental round, SIGTERM: exit 143 promptly, lease released, round interrupted.
+    # Incremental round, SIGTERM or SIGINT: exits by itself (128 + the signal), lease
+    # released, round interrupted.
     change_the_tenant(state)
     gate.hold(incremental)
     stopped = roster.start("sync")
-    code = await terminate_mid_round(sessionmaker, gate, incremental, stopped)
+    graceful = GRACEFUL[engine.dialect.name]
+    code = await terminate_mid_round(sessionmaker, gate, incremental, stopped, graceful)
     output = roster.output(stopped)
-    assert code == 128 + signal.SIGTERM, output
-    assert "interrupted by SIGTERM" in output
+    assert code == 128 + graceful, output
+    assert f"interrupted by {graceful.name}" in output
     code, output = roster.run("sync", "--no-wait")
     assert code == 0, output
     assert "took over" not in output and "graph: ok" in output
@@ -324,7 +332,7 @@ async def test_roster_sync_stopped_by_sigkill_or_sigterm_mid_round_resumes_exact
     assert (await status_of_graph(sessionmaker))["progress"]["running"] is False
 
 
-async def test_roster_serve_stopped_by_sigterm_or_sigkill_mid_round_resumes_exactly(
+async def test_roster_serve_stopped_or_killed_mid_round_resumes_exactly(
     roster: Roster,
     gate: PageGate,
     simulator: RunningSimulator,
@@ -381,29 +389,40 @@ async def test_roster_serve_stopped_by_sigterm_or_sigkill_mid_round_resumes_exac
 
 
 async def test_roster_sync_waits_for_a_busy_lease_or_with_no_wait_exits_75(
-    roster: Roster,
-    simulator: RunningSimulator,
-    engine: AsyncEngine,
-    sessionmaker: async_sessionmaker[AsyncSession],
+    simulator: RunningSimulator, tmp_path: Path
 ) -> None:
+    # Command-line behaviour, on one engine (the lease on both: test_sync_command.py).
+    url = f"sqlite+aiosqlite:///{tmp_path / 'roster.db'}"
+    await asyncio.to_thread(upgrade, url)  # alembic runs its own event loop
+    engine = create_engine(url)
+    sessionmaker = create_sessionmaker(engine)
+    roster = Roster(simulator, url, tmp_path)
     holder = "elsewhere:4242:feedcafe"  # another host: its lease is never taken over early
-    async with sessionmaker.begin() as session:
-        row = await make_connector(session, SourceKind.GRAPH, name="graph", ready=False)
-        connector_id = row.id
-        assert await leases.claim(session, connector_id, holder, now=datetime.now(UTC))
+    try:
+        async with sessionmaker.begin() as session:
+            row = await make_connector(session, SourceKind.GRAPH, name="graph", ready=False)
+            connector_id = row.id
+            assert await leases.claim(session, connector_id, holder, now=datetime.now(UTC))
 
-    code, output = roster.run("sync", "--no-wait")
-    assert code == 75, output
-    assert f"graph: busy: being synced by {holder} until 20" in output
+        code, output = roster.run("sync", "--no-wait")
+        assert code == 75, output
+        assert f"graph: busy: being synced by {holder} until 20" in output
 
-    waiting = roster.start("sync")
+        waiting = roster.start("sync")
 
-    async def says_who_holds_it() -> bool:
-        return f"graph: waiting for the lease held by {holder} until 20" in roster.output(waiting)
+        async def says_who_holds_it() -> bool:
+            line = f"graph: waiting for the lease held by {holder} until 20"
+            return line in roster.output(waiting)
 
-    await eventually(says_who_holds_it, "roster sync saying whom it waits for", waiting)
-    async with sessionmaker.begin() as session:  # the holder finishes
-        await leases.release(session, connector_id, holder)
-    assert waiting.wait(timeout=4 * WAIT) == 0, roster.output(waiting)
-    assert "graph: ok" in roster.output(waiting)
-    await assert_mirror_is_exact(engine, sessionmaker, simulator.state)
+        await eventually(says_who_holds_it, "roster sync saying whom it waits for", waiting)
+        async with sessionmaker.begin() as session:  # the holder finishes
+            await leases.release(session, connector_id, holder)
+        assert waiting.wait(timeout=4 * WAIT) == 0, roster.output(waiting)
+        assert "graph: ok" in roster.output(waiting)
+        await assert_mirror_is_exact(engine, sessionmaker, simulator.state)
+    finally:
+        for proc in roster.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=WAIT)
+        await engine.dispose()
