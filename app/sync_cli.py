@@ -113,13 +113,17 @@ class View:
         )
 
     def waiting(self, name: str, busy: ConnectorBusy) -> None:
-        line = f"{name}: waiting for the lease held by {busy.holder or '?'} until {_at(busy.until)}"
-        self.progress.update(self.task(name), description=line)
-        if self.err.is_terminal:
+        holder = busy.holder or "?"
+        if self.err.is_terminal:  # short enough for the spinner's line
+            until = busy.until.astimezone(UTC).strftime("%H:%M:%S UTC") if busy.until else "?"
+            self.progress.update(
+                self.task(name), description=f"{name}: waiting for {holder} (lease until {until})"
+            )
             return
-        holder, said_at = self._said.get(name, (None, 0.0))
+        line = f"{name}: waiting for the lease held by {holder} until {_at(busy.until)}"
+        said, said_at = self._said.get(name, (None, 0.0))
         now = time.monotonic()
-        if holder != busy.holder or now - said_at >= PLAIN_REPEAT:
+        if said != busy.holder or now - said_at >= PLAIN_REPEAT:
             self._said[name] = (busy.holder, now)
             self.err.print(line, highlight=False, soft_wrap=True)
 
