@@ -343,81 +343,20 @@ def sync(
         str | None, typer.Option("--connector", help="name or id; default: every directory")
     ] = None,
     full: Annotated[bool, typer.Option("--full", help="full round (and sweep)")] = False,
+    no_wait: Annotated[
+        bool,
+        typer.Option("--no-wait", help="skip a directory another process is syncing and exit 75"),
+    ] = False,
 ) -> None:
-    """Run a sync round now, straight on the database; exits non-zero on failure."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    """Run a sync round now, straight on the database.
 
-    from app.connectors.guard import GuardSettings
-    from app.connectors.registry import build_source, ensure_env_connectors
-    from app.connectors.runner import CycleReport, RunnerOptions, run_cycle
-    from app.db.engine import create_engine, create_sessionmaker
+    A directory another process is syncing is waited for; with --no-wait it is skipped (exit 75).
 
-    async def work(settings: Settings) -> list[tuple[str, CycleReport]]:
-        engine = create_engine(settings.database_url)
-        sessionmaker = create_sessionmaker(engine)
-        try:
-            async with sessionmaker.begin() as session:
-                rows = await ensure_env_connectors(session, settings)
-            if connector is not None:
-                rows = [r for r in rows if connector in (r.name, r.id)]
-                if not rows:
-                    raise RosterError(
-                        f"no configured directory connector {connector!r} "
-                        "(set ROSTER_GRAPH__* or ROSTER_LDAP__*)"
-                    )
-            if not rows:
-                raise RosterError("no directory configured: set ROSTER_GRAPH__* or ROSTER_LDAP__*")
-            options = RunnerOptions(
-                guard=GuardSettings(settings.delete_threshold, settings.delete_threshold_percent)
-            )
-            results = []
-            with Progress(
-                SpinnerColumn(),
-                TextColumn("{task.description}"),
-                TimeElapsedColumn(),
-                console=err,
-                disable=not err.is_terminal,
-            ) as progress:
-                for row in rows:
-                    task = progress.add_task(f"{row.name}: starting", total=None)
+    Exit 1 on a failed round. SIGTERM or Ctrl-C stops at a page boundary (exit 128 + signal).
+    """
+    from app.sync_command import run_sync_command
 
-                    def on_page(
-                        stream: str,
-                        pages: int,
-                        objects: int,
-                        task: Any = task,
-                        name: str = row.name,
-                    ) -> None:
-                        progress.update(
-                            task, description=f"{name}: {stream} page {pages}, {objects} objects"
-                        )
-
-                    report = await run_cycle(
-                        sessionmaker,
-                        row.id,
-                        build_source(settings, row),
-                        full=full,
-                        options=options,
-                        on_page=on_page,
-                    )
-                    results.append((row.name, report))
-            return results
-        finally:
-            await engine.dispose()
-
-    results = _run(work)
-    failed = False
-    for name, report in results:
-        if report.ok:
-            held = (
-                " (deletions held: run roster approve-deletions)" if report.held_deletions else ""
-            )
-            out.print(f"{name}: ok, {report.pages} pages, {report.objects} objects{held}")
-        else:
-            failed = True
-            err.print(f"[red]{name}: failed:[/red] {report.error}", highlight=False)
-    if failed:
-        raise typer.Exit(1)
+    run_sync_command(connector, full=full, no_wait=no_wait, out=out, err=err)
 
 
 @cli.command("approve-deletions")

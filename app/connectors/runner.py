@@ -4,7 +4,8 @@ A crash at any point resumes from the last committed page without loss or duplic
 are idempotent). Pages that already wait when one is written share its transaction (and the
 last one's resume point); a transaction never waits on the source. Deletions wait in the guard
 until the round ends; a full round's sweep happens only after its final page commits, so a
-directory that vanishes mid-round never causes a sweep.
+directory that vanishes mid-round never causes a sweep. A stop (cancellation) lets the page
+being written commit, records the round as interrupted and releases the lease (see `stops`).
 """
 
 from __future__ import annotations
@@ -12,26 +13,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.connectors import cursors, guard, leases
+from app.connectors import cursors, guard, leases, pagewriter, stops
 from app.connectors.base import Page, Source
 from app.connectors.prefetch import Prefetch
 from app.db.maintenance import analyze_grown, worth_checking
 from app.directory import service
-from app.directory.addresses import normalize_domain
-from app.directory.models import Connector, Domain, Tenant
-from app.directory.records import ChangeSet
-from app.directory.tenants import add_domain, remove_domain
-from app.errors import Malformed, PermanentSourceError, SyncStateLost, TemporarySourceError
+from app.directory.models import Connector
+from app.errors import PermanentSourceError, SyncStateLost, TemporarySourceError
 from app.logging import redact
 
 logger = logging.getLogger(__name__)
@@ -62,10 +58,19 @@ class CycleReport:
     objects: int = 0
     held_deletions: bool = False
     error: str | None = None
+    stream: str | None = None  # the stream under way (or last run)
+    taken_over_from: str | None = None  # a vanished process whose lease this cycle took over
 
 
 class ConnectorBusy(PermanentSourceError):
-    """Another process holds this connector's lease."""
+    """Another live process holds this connector's lease, until `until` unless it renews it."""
+
+    def __init__(
+        self, message: str, *, holder: str | None = None, until: datetime | None = None
+    ) -> None:
+        super().__init__(message)
+        self.holder = holder
+        self.until = until
 
 
 async def run_cycle(
@@ -78,15 +83,37 @@ async def run_cycle(
     on_page: PageCallback | None = None,
     after_commit: Callable[[], Awaitable[None]] | None = None,
 ) -> CycleReport:
-    """One round of every stream; records success or the error on the connector row."""
+    """One round of every stream; records success or the error on the connector row.
+
+    Raises ConnectorBusy when a live process holds the lease. Cancelled, it records the round
+    as interrupted, releases the lease and re-raises the cancellation."""
     options = options or RunnerOptions()
     report = CycleReport(ok=False)
-    async with sessionmaker.begin() as session:
-        if not await leases.claim(session, connector_id, options.owner, now=options.clock()):
-            connector = await session.get(Connector, connector_id)
-            owner = connector.lease_owner if connector else "?"
-            raise ConnectorBusy(f"connector {connector_id} is being synced by {owner}")
-        await _set_progress(session, connector_id, {"running": True, "full": full}, options)
+    try:
+        return await _cycle(
+            sessionmaker, connector_id, source, full, options, report, on_page, after_commit
+        )
+    except asyncio.CancelledError:
+        progress = {"stream": report.stream, "pages": report.pages, "objects": report.objects}
+        await stops.finish_first(
+            stops.record_interrupted(
+                sessionmaker, connector_id, options.owner, now=options.clock(), progress=progress
+            )
+        )
+        raise
+
+
+async def _cycle(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    connector_id: str,
+    source: Source,
+    full: bool,
+    options: RunnerOptions,
+    report: CycleReport,
+    on_page: PageCallback | None,
+    after_commit: Callable[[], Awaitable[None]] | None,
+) -> CycleReport:
+    await stops.finish_first(_start(sessionmaker, connector_id, full, options, report))
     try:
         for stream in source.streams:
             await _run_stream(
@@ -103,13 +130,58 @@ async def run_cycle(
     except (PermanentSourceError, TemporarySourceError, Exception) as exc:
         report.error = redact(f"{type(exc).__name__}: {exc}")
         logger.error("connector cycle failed: connector=%s error=%s", connector_id, report.error)
-        async with sessionmaker.begin() as session:
-            await _finish(session, connector_id, source, options, report)
+        await stops.finish_first(_record(sessionmaker, connector_id, source, options, report))
         return report
     report.ok = True
+    await stops.finish_first(_record(sessionmaker, connector_id, source, options, report))
+    return report
+
+
+async def _start(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    connector_id: str,
+    full: bool,
+    options: RunnerOptions,
+    report: CycleReport,
+) -> None:
+    """Take the lease (from a vanished process of this host too) and say the round runs."""
+    async with sessionmaker.begin() as session:
+        attempt = await leases.acquire(session, connector_id, options.owner, now=options.clock())
+        if not attempt.claimed:
+            until = attempt.expires_at.isoformat(timespec="seconds") if attempt.expires_at else "?"
+            raise ConnectorBusy(
+                f"connector {connector_id} is being synced by {attempt.holder or '?'} "
+                f"(lease until {until})",
+                holder=attempt.holder,
+                until=attempt.expires_at,
+            )
+        if attempt.taken_from is not None:
+            report.taken_over_from = attempt.taken_from
+            logger.warning(
+                "lease taken over from a process that is gone: connector=%s holder=%s",
+                connector_id,
+                attempt.taken_from,
+            )
+        # Overwrites a vanished holder's stale `running`.
+        await _set_progress(session, connector_id, {"running": True, "full": full}, options)
+
+
+async def _record(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    connector_id: str,
+    source: Source,
+    options: RunnerOptions,
+    report: CycleReport,
+) -> None:
     async with sessionmaker.begin() as session:
         await _finish(session, connector_id, source, options, report)
-    return report
+
+
+async def _clear_cursor(
+    sessionmaker: async_sessionmaker[AsyncSession], connector_id: str, stream: str
+) -> None:
+    async with sessionmaker.begin() as session:
+        await cursors.clear(session, connector_id, stream)
 
 
 async def _run_stream(
@@ -125,9 +197,9 @@ async def _run_stream(
 ) -> None:
     failures = 0
     restarted = False
+    report.stream = stream
     if full:  # forget the resume point first, so a retry after a failure stays a full round
-        async with sessionmaker.begin() as session:
-            await cursors.clear(session, connector_id, stream)
+        await stops.finish_first(_clear_cursor(sessionmaker, connector_id, stream))
     while True:
         try:
             await _run_round(
@@ -143,8 +215,7 @@ async def _run_stream(
                 stream,
                 exc,
             )
-            async with sessionmaker.begin() as session:
-                await cursors.clear(session, connector_id, stream)
+            await stops.finish_first(_clear_cursor(sessionmaker, connector_id, stream))
             restarted = True
         except TemporarySourceError as exc:
             failures += 1
@@ -197,184 +268,55 @@ async def _run_round(
         stream,
         "full" if round_id else "incremental",
     )
-    state = _Round(ref, stream, round_id, options, report, holding)
+    state = pagewriter.Round(ref, stream, round_id, options, report, holding)
     # The next pages are fetched and mapped while this one is written (network and parsing in
     # this process, the writes in the database's), outside any transaction.
-    async with Prefetch(source.pages(stream, resume), depth=PREFETCH_PAGES) as upcoming:
+    async with Prefetch(source.pages(stream, resume), depth=pagewriter.PREFETCH_PAGES) as upcoming:
         while True:
-            page = await upcoming.next()
+            page = await upcoming.next()  # where a stop lands: between pages
             if page is None:
                 raise TemporarySourceError(f"stream {stream} ended without a final page")
-            async with sessionmaker.begin() as session:
-                if not await leases.claim(
-                    session, connector_id, options.owner, now=options.clock()
-                ):
-                    raise ConnectorBusy(f"lost the lease of connector {connector_id}")
-                page, written = await _write_batch(session, state, page, upcoming)
-                await _set_progress(
-                    session,
-                    connector_id,
-                    {
-                        "running": True,
-                        "stream": stream,
-                        "pages": report.pages,
-                        "objects": report.objects,
-                        "full": round_id is not None,
-                    },
-                    options,
-                )
-            if page.final or any(worth_checking(n) for n in written):
-                await analyze_grown(sessionmaker)
-            if on_page is not None:
-                for pages, objects in written.values():
-                    on_page(stream, pages, objects)
-            if after_commit is not None:
-                await after_commit()
+            page = await stops.finish_first(
+                _commit_pages(sessionmaker, state, page, upcoming, on_page, after_commit)
+            )
             if page.final:
                 return
 
 
-@dataclass(slots=True)
-class _Round:
-    """One stream's round in progress: what each page is written with."""
-
-    ref: service.ConnectorRef
-    stream: str
-    round_id: str | None
-    options: RunnerOptions
-    report: CycleReport
-    holding: bool
-    pages: int = 0
-
-    async def write(self, session: AsyncSession, page: Page) -> None:
-        self.holding = await _apply_page(
-            session,
-            self.ref,
-            self.stream,
-            page,
-            self.round_id,
-            self.options,
-            self.options.clock(),
-            self.report,
-            holding=self.holding,
-        )
-        self.pages += 1
-        self.report.pages += 1
-        self.report.objects += len(page.changes.upserts) + len(page.changes.deletes)
-
-
-async def _write_batch(
-    session: AsyncSession, state: _Round, page: Page, upcoming: Prefetch
-) -> tuple[Page, dict[int, tuple[int, int]]]:
-    """Write `page` and the pages already waiting behind it, up to the batch limits.
-
-    Returns the last page written and, for each page by its number in this round, the cycle's
-    page and object counts once it was written (what `on_page` reports after the commit)."""
-    started = time.monotonic()
-    written: dict[int, tuple[int, int]] = {}
-    while True:
-        await state.write(session, page)
-        written[state.pages] = (state.report.pages, state.report.objects)
-        if page.final or not _batch_continues(upcoming, len(written), started):
-            return page, written
-        waiting = await upcoming.next()  # ready: returns at once
-        if waiting is None:  # the producer ended without a final page; commit what came
-            return page, written
-        page = waiting
-
-
-PREFETCH_PAGES = 6
-# Pages already waiting when one is written join its transaction, up to these limits. Each
-# commit writes every page it dirtied (SQLite: to the WAL), and a page of a bulk round dirties
-# index pages all over the table; sharing one commit among several pages writes each once.
-# The transaction never waits for the network: it commits as soon as no page is waiting.
-BATCH_MAX_PAGES = 16
-BATCH_MAX_SECONDS = 1.0
-
-
-def _batch_continues(upcoming: Prefetch, pages: int, started: float) -> bool:
-    return (
-        upcoming.ready()
-        and pages < BATCH_MAX_PAGES
-        and time.monotonic() - started < BATCH_MAX_SECONDS
-    )
-
-
-async def _apply_page(
-    session: AsyncSession,
-    ref: service.ConnectorRef,
-    stream: str,
+async def _commit_pages(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    state: pagewriter.Round,
     page: Page,
-    round_id: str | None,
-    options: RunnerOptions,
-    now: datetime,
-    report: CycleReport,
-    *,
-    holding: bool,
-) -> bool:
-    """Write one page; returns whether deletions may now be held for this connector."""
-    changes = page.changes
-    seen = [record.external_id for record in changes.upserts]
-    if seen and holding:
-        await guard.release_seen(session, ref.id, seen)
-    if changes.deletes:
-        await guard.hold(session, ref.id, changes.deletes, reason="removed", now=now)
-        holding = True
-    held = ChangeSet(
-        upserts=changes.upserts,
-        member_adds=changes.member_adds,
-        member_removes=changes.member_removes,
-        member_sets=changes.member_sets,
-    )
-    await service.apply(session, held, connector=ref, round_id=round_id, stream=stream, now=now)
-    if page.domains is not None:
-        await _reconcile_domains(session, ref, page.domains)
-    if page.final:
-        if round_id is not None:
-            missing = await guard.sweep_candidates(session, ref.id, stream, round_id)
-            if missing:
-                logger.info(
-                    "full round sweep: connector=%s stream=%s unseen=%d",
-                    ref.id,
-                    stream,
-                    len(missing),
-                )
-                await guard.hold(session, ref.id, missing, reason="sweep", now=now)
-        report.held_deletions = await guard.settle(session, ref, options.guard, now=now)
-        holding = report.held_deletions
-    await cursors.save(
-        session, ref.id, stream, page.cursor, round_id=None if page.final else round_id, now=now
-    )
-    return holding
-
-
-async def _reconcile_domains(
-    session: AsyncSession, ref: service.ConnectorRef, names: list[str]
-) -> None:
-    """Make this source's accepted domains exactly `names`; domains added by hand stay."""
-    tenant = await session.get(Tenant, ref.tenant_id)
-    if tenant is None:
-        return
-    wanted: set[str] = set()
-    for name in names:  # compared as stored: `Bücher.example` is `xn--bcher-kva.example`
-        try:
-            wanted.add(normalize_domain(name))
-        except Malformed as exc:
-            logger.warning("domain not added: domain=%s reason=%s", name, exc.message)
-    current = set(
-        await session.scalars(
-            select(Domain.name).where(
-                Domain.tenant_id == ref.tenant_id, Domain.source == ref.kind.value
-            )
+    upcoming: Prefetch,
+    on_page: PageCallback | None,
+    after_commit: Callable[[], Awaitable[None]] | None,
+) -> Page:
+    """Write `page` (and those waiting behind it) in one transaction; returns the last one."""
+    connector_id, options, report = state.ref.id, state.options, state.report
+    async with sessionmaker.begin() as session:
+        if not await leases.claim(session, connector_id, options.owner, now=options.clock()):
+            raise ConnectorBusy(f"lost the lease of connector {connector_id}")
+        page, written = await pagewriter.write_batch(session, state, page, upcoming)
+        await _set_progress(
+            session,
+            connector_id,
+            {
+                "running": True,
+                "stream": state.stream,
+                "pages": report.pages,
+                "objects": report.objects,
+                "full": state.round_id is not None,
+            },
+            options,
         )
-    )
-    for name in sorted(wanted - current):
-        try:
-            await add_domain(session, tenant, name, source=ref.kind.value)
-        except Exception as exc:  # another tenant's domain: report, keep syncing
-            logger.warning("domain not added: domain=%s reason=%s", name, exc)
-    for name in sorted(current - wanted):
-        await remove_domain(session, name)
+    if page.final or any(worth_checking(n) for n in written):
+        await analyze_grown(sessionmaker)
+    if on_page is not None:
+        for pages, objects in written.values():
+            on_page(state.stream, pages, objects)
+    if after_commit is not None:
+        await after_commit()
+    return page
 
 
 async def _connector(session: AsyncSession, connector_id: str) -> Connector:

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.connectors import guard
+from app.connectors import guard, leases
 from app.directory.models import Connector, Tenant
 from app.directory.tenants import count_addresses
 
@@ -33,8 +33,19 @@ async def describe(session: AsyncSession, connector: Connector, tenant: str) -> 
         "objects": objects,
         "addresses": addresses,
         "held_deletions": await guard.pending_count(session, connector.id),
-        "progress": connector.progress or {},
+        "progress": _progress(connector),
     }
+
+
+def _progress(connector: Connector) -> dict[str, Any]:
+    """The row's progress; a `running` left behind by a killed process reads as interrupted."""
+    progress = dict(connector.progress or {})
+    now = datetime.now(UTC)
+    if progress.get("running") and not leases.is_live(
+        connector.lease_owner, connector.lease_expires_at, now
+    ):
+        progress |= {"running": False, "interrupted": True}
+    return progress
 
 
 async def list_status(session: AsyncSession) -> list[dict[str, Any]]:

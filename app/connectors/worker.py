@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 REQUEST_POLL = 1.0  # seconds between checks for sync requests made through the database
 RETRY_FLOOR = 30.0
+BUSY_RETRY = 30.0  # seconds between tries while another live process holds the lease
 
 
 class ConnectorWorker:
@@ -78,7 +79,7 @@ class ConnectorWorker:
                 )
             except ConnectorBusy as exc:
                 logger.info("connector busy elsewhere: %s", exc)
-                delay = REQUEST_POLL * 30
+                delay = _busy_delay(exc)
                 continue
             except asyncio.CancelledError:
                 raise
@@ -122,6 +123,14 @@ class ConnectorWorker:
         except Exception as exc:
             logger.warning("cannot read sync requests: error=%s", type(exc).__name__)
             return False
+
+
+def _busy_delay(exc: ConnectorBusy) -> float:
+    """Try again when the holder's lease runs out (it may be gone), at most BUSY_RETRY away."""
+    if exc.until is None:
+        return BUSY_RETRY
+    left = (exc.until - datetime.now(UTC)).total_seconds()
+    return min(BUSY_RETRY, max(REQUEST_POLL, left + REQUEST_POLL))
 
 
 async def request_sync(

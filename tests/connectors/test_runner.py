@@ -4,16 +4,20 @@ own tests against the Graph simulator and a real Samba DC)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.connectors import guard
+from app.connectors import guard, leases, status
 from app.connectors.base import Page, SourceKind
-from app.connectors.runner import RunnerOptions, approve_deletions, run_cycle
+from app.connectors.runner import ConnectorBusy, RunnerOptions, approve_deletions, run_cycle
 from app.directory.models import Address, Connector, Domain, Recipient
 from app.directory.records import ChangeSet, RecipientKind, RecipientRecord
 from app.errors import SyncStateLost, TemporarySourceError
@@ -103,7 +107,7 @@ async def test_full_round_mirrors_the_source_and_marks_the_connector_ready(
         assert set(await session.scalars(select(Domain.name))) == {"contoso.com"}
 
 
-async def test_a_round_killed_between_pages_resumes_without_loss(
+async def test_a_round_that_fails_between_pages_resumes_without_loss(
     sessionmaker: async_sessionmaker[AsyncSession], connector_id: str
 ) -> None:
     source = ScriptedSource([user(f"u{i}") for i in range(6)])
@@ -193,15 +197,131 @@ async def test_small_deletions_apply_at_the_end_of_the_round(
 async def test_a_second_runner_cannot_take_a_held_lease(
     sessionmaker: async_sessionmaker[AsyncSession], connector_id: str
 ) -> None:
-    from datetime import UTC, datetime
-
-    from app.connectors import leases
-    from app.connectors.runner import ConnectorBusy
-
     async with sessionmaker.begin() as session:
         assert await leases.claim(session, connector_id, "other", now=datetime.now(UTC))
     with pytest.raises(ConnectorBusy, match="other"):
         await run_cycle(sessionmaker, connector_id, ScriptedSource([]), options=no_sleep())
+
+
+@pytest.fixture
+def live_process() -> Iterator[int]:
+    """The pid of a process of this host that is alive (not this one)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
+@pytest.fixture
+def gone_process() -> int:
+    """The pid of a process of this host that has exited (and was reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+async def hold_lease(sessionmaker: async_sessionmaker[AsyncSession], cid: str, owner: str) -> None:
+    """The row as a round of `owner` leaves it while running (or when killed)."""
+    async with sessionmaker.begin() as session:
+        assert await leases.claim(session, cid, owner, now=datetime.now(UTC))
+        row = await session.get(Connector, cid)
+        assert row is not None
+        row.progress = {"running": True, "stream": "users", "pages": 3}
+
+
+async def test_a_lease_left_by_a_process_that_is_gone_is_taken_over_at_once(
+    sessionmaker: async_sessionmaker[AsyncSession], connector_id: str, gone_process: int
+) -> None:
+    owner = f"{socket.gethostname()}:{gone_process}:0123abcd"
+    await hold_lease(sessionmaker, connector_id, owner)
+    async with sessionmaker() as session:  # what status shows before anyone takes over
+        (shown,) = await status.list_status(session)
+    assert (shown["progress"]["running"], shown["progress"]["interrupted"]) == (False, True)
+    source = ScriptedSource([user(f"u{i}") for i in range(3)])
+    report = await run_cycle(sessionmaker, connector_id, source, options=no_sleep())
+    assert report.ok and report.taken_over_from == owner
+    row = await connector(sessionmaker, connector_id)
+    assert (row.lease_owner, row.progress["running"]) == (None, False)
+    assert await live_addresses(sessionmaker) == {f"u{i}@contoso.com" for i in range(3)}
+
+
+@pytest.mark.parametrize("where", ["this host", "another host"])
+async def test_a_lease_held_by_a_live_process_or_another_host_is_not_taken(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    connector_id: str,
+    live_process: int,
+    gone_process: int,
+    where: str,
+) -> None:
+    # Another host's pid cannot be checked: even one that is gone here counts as alive.
+    host, pid = (
+        (socket.gethostname(), live_process)
+        if where == "this host"
+        else ("elsewhere", gone_process)
+    )
+    owner = f"{host}:{pid}:0123abcd"
+    await hold_lease(sessionmaker, connector_id, owner)
+    with pytest.raises(ConnectorBusy) as busy:
+        await run_cycle(sessionmaker, connector_id, ScriptedSource([]), options=no_sleep())
+    assert busy.value.holder == owner and busy.value.until is not None
+    assert busy.value.until > datetime.now(UTC)
+    async with sessionmaker() as session:
+        (shown,) = await status.list_status(session)
+    assert shown["progress"]["running"] is True
+
+
+async def test_a_stopped_round_keeps_its_pages_records_interrupted_and_frees_the_lease(
+    sessionmaker: async_sessionmaker[AsyncSession], connector_id: str
+) -> None:
+    source = SlowLastPage([user(f"u{i}") for i in range(6)])
+    cycle = asyncio.create_task(run_cycle(sessionmaker, connector_id, source, options=no_sleep()))
+    await asyncio.wait_for(source.asked_for_last_page.wait(), 30)
+    first_pages = {f"u{i}@contoso.com" for i in range(4)}
+    for _ in range(200):  # the two pages before the slow one commit
+        if await live_addresses(sessionmaker) == first_pages:
+            break
+        await asyncio.sleep(0.05)
+    cycle.cancel()  # what SIGTERM does to `roster sync`, and shutdown to `roster serve`
+    with pytest.raises(asyncio.CancelledError):
+        await cycle
+    row = await connector(sessionmaker, connector_id)
+    assert (row.lease_owner, row.lease_expires_at) == (None, None)
+    assert row.progress["running"] is False and row.progress["interrupted"] is True
+    assert (row.progress["stream"], row.progress["pages"]) == ("users", 2)
+    assert row.state != "error" and row.last_error is None  # a stop is not a failure
+    assert await live_addresses(sessionmaker) == first_pages
+    source.release.set()
+    report = await run_cycle(sessionmaker, connector_id, source, options=no_sleep())
+    assert report.ok and report.taken_over_from is None
+    assert source.requests[-1] == {"page": 2}  # resumed after the last committed page
+    assert len(await live_addresses(sessionmaker)) == 6
+
+
+async def test_a_stop_while_a_page_is_written_lets_that_page_commit(
+    sessionmaker: async_sessionmaker[AsyncSession], connector_id: str
+) -> None:
+    written = asyncio.Event()
+    proceed = asyncio.Event()
+
+    async def after_commit() -> None:  # runs inside the page's uninterruptible part
+        written.set()
+        await proceed.wait()
+
+    source = ScriptedSource([user(f"u{i}") for i in range(6)])
+    cycle = asyncio.create_task(
+        run_cycle(sessionmaker, connector_id, source, options=no_sleep(), after_commit=after_commit)
+    )
+    await asyncio.wait_for(written.wait(), 30)
+    cycle.cancel()
+    await asyncio.sleep(0.1)
+    assert not cycle.done()  # waits for the page under way
+    proceed.set()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(cycle, 30)
+    row = await connector(sessionmaker, connector_id)
+    assert row.progress["interrupted"] is True and row.lease_owner is None
+    pages = row.progress["pages"]
+    assert pages >= 1 and len(await live_addresses(sessionmaker)) == 2 * pages
 
 
 class SlowLastPage(ScriptedSource):

@@ -221,8 +221,9 @@ async def test_incremental_rounds_follow_every_kind_of_change(
     assert not {(g, m) for g, m in await memberships(sessionmaker) if dl["id"] in (g, m)}
 
 
-class CrashAfter:
-    """Wraps a source and dies after `pages` pages of a stream, as a killed process would."""
+class FailAfter:
+    """Wraps a source and fails after `pages` pages of a stream (an error, not a kill: the
+    signal tests in test_sync_signals.py kill real processes)."""
 
     def __init__(self, inner: GraphSource, stream: str, pages: int) -> None:
         self.inner = inner
@@ -237,12 +238,12 @@ class CrashAfter:
         async for page in self.inner.pages(stream, cursor):
             if stream == self.stream:
                 if self.pages_left == 0:
-                    raise RuntimeError("killed between pages")
+                    raise RuntimeError("failed between pages")
                 self.pages_left -= 1
             yield page
 
 
-async def test_a_round_killed_between_pages_resumes_from_the_stored_link(
+async def test_a_round_that_fails_between_pages_resumes_from_the_stored_link(
     sessionmaker: async_sessionmaker[AsyncSession],
     engine: AsyncEngine,
     connector_id: str,
@@ -250,10 +251,10 @@ async def test_a_round_killed_between_pages_resumes_from_the_stored_link(
     options: RunnerOptions,
     simulator: RunningSimulator,
 ) -> None:
-    crashing = CrashAfter(source, "users", pages=3)
-    report = await cycle(sessionmaker, connector_id, crashing, options)
+    failing = FailAfter(source, "users", pages=3)
+    report = await cycle(sessionmaker, connector_id, failing, options)
     assert not report.ok
-    assert "killed between pages" in (report.error or "")
+    assert "failed between pages" in (report.error or "")
     row = await connector_row(sessionmaker, connector_id)
     assert (row.state, row.first_round_done) == ("error", False)
     # The first round has not finished: unknown addresses defer instead of bouncing.
@@ -261,11 +262,11 @@ async def test_a_round_killed_between_pages_resumes_from_the_stored_link(
     answer = index.lookup("nobody@contoso.com")
     assert (answer.verdict, answer.reason) == (Verdict.TEMPFAIL, Reason.NOT_READY)
 
-    resumed = CrashAfter(source, "users", pages=10_000)
+    resumed = FailAfter(source, "users", pages=10_000)
     assert (await cycle(sessionmaker, connector_id, resumed, options)).ok
     users_cursor = dict(resumed.cursors)["users"]
     assert users_cursor is not None and "skiptoken" in users_cursor["link"]
-    assert dict(resumed.cursors)["groups"] is None  # never started before the crash
+    assert dict(resumed.cursors)["groups"] is None  # never started before the failure
     state = simulator.state
     assert await accepted(engine) == state.expected_accepted()
     assert await memberships(sessionmaker) == expected_memberships(state)

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.connectors import runner
+from app.connectors import pagewriter
 from app.connectors.base import ChangeSet, Page, RecipientKind, RecipientRecord, SourceKind
 from app.connectors.graph.inbox import CHANGE, InboxAwareSource
 from app.connectors.graph.models import WebhookInbox
@@ -42,7 +42,7 @@ async def pending(sessionmaker: async_sessionmaker[AsyncSession]) -> list[int]:
 async def test_rows_stay_pending_when_the_final_page_never_commits(
     sessionmaker: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(runner, "BATCH_MAX_PAGES", 1)  # page 0 commits alone, page 1 waits
+    monkeypatch.setattr(pagewriter, "BATCH_MAX_PAGES", 1)  # page 0 commits alone, page 1 waits
     async with sessionmaker.begin() as session:
         connector = await make_connector(session, SourceKind.GRAPH, ready=False)
         session.add(
