@@ -63,6 +63,7 @@ class WriterQueue:
             weakref.WeakKeyDictionary()
         )
         self._mutex = threading.Lock()
+        self._holders: dict[int, tuple[Any, _Turn]] = {}  # id(connection) -> it, its turn
 
     def _turn(self) -> _Turn:
         loop = asyncio.get_running_loop()
@@ -82,6 +83,14 @@ class WriterQueue:
                 f"database is locked: this task already has a write transaction open on "
                 f"{self.name}; finish it before starting another"
             )
+        if turn.lock.locked() or turn.waiting:
+            await self._wait(turn)
+        else:  # free and nobody queued: taken at once
+            await turn.lock.acquire()
+        turn.holder, turn.task, turn.since = holder, task, time.monotonic()
+        self._holders[id(holder)] = (holder, turn)
+
+    async def _wait(self, turn: _Turn) -> None:
         turn.waiting += 1
         try:
             async with asyncio.timeout(QUEUE_TIMEOUT):
@@ -94,17 +103,23 @@ class WriterQueue:
             ) from None
         finally:
             turn.waiting -= 1
-        turn.holder, turn.task, turn.since = holder, task, time.monotonic()
 
     def release(self, holder: Any) -> None:
         """Give the turn back if `holder` has it; safe to call more than once, from any thread."""
-        with self._mutex:
-            turns = [turn for turn in self._turns.values() if turn.holder is holder]
-        for turn in turns:
-            if _in_loop_thread(turn.loop):
-                _give_back(turn, holder)
-            elif not turn.loop.is_closed():  # e.g. a pool event from the garbage collector
-                turn.loop.call_soon_threadsafe(_give_back, turn, holder)
+        entry = self._holders.get(id(holder))
+        if entry is None or entry[0] is not holder:
+            return  # most calls: a pool reset or check-in after the turn already came back
+        turn = entry[1]
+        if _in_loop_thread(turn.loop):
+            self._give_back(turn, holder)
+        elif not turn.loop.is_closed():  # e.g. a pool event from the garbage collector
+            turn.loop.call_soon_threadsafe(self._give_back, turn, holder)
+
+    def _give_back(self, turn: _Turn, holder: Any) -> None:
+        if turn.holder is holder:
+            self._holders.pop(id(holder), None)
+            turn.holder, turn.task = None, None
+            turn.lock.release()
 
     @property
     def waiting(self) -> int:
@@ -122,12 +137,6 @@ def _in_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
         return asyncio.get_running_loop() is loop
     except RuntimeError:
         return False
-
-
-def _give_back(turn: _Turn, holder: Any) -> None:
-    if turn.holder is holder:
-        turn.holder, turn.task = None, None
-        turn.lock.release()
 
 
 _queues: dict[str, WriterQueue] = {}
