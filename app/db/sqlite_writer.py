@@ -78,10 +78,11 @@ class WriterQueue:
         turn = self._turn()
         task = asyncio.current_task()
         if turn.holder is not None and task is not None and turn.task is task:
-            # The same task waiting for itself would wait forever (and on the file lock, fail).
+            # The same task waiting for itself would wait forever; no retry can cure it, so
+            # this is no "database is locked" (is_database_busy).
             raise sqlite3.OperationalError(
-                f"database is locked: this task already has a write transaction open on "
-                f"{self.name}; finish it before starting another"
+                f"nested write transaction: this task already has one open on {self.name}; "
+                f"finish it before starting another"
             )
         if turn.lock.locked() or turn.waiting:
             await self._wait(turn)
