@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.connectors import cursors, guard, leases, pagewriter, stops
 from app.connectors.base import Page, Source
 from app.connectors.prefetch import Prefetch
 from app.db.maintenance import analyze_grown, worth_checking
+from app.db.sqlite_writer import is_database_busy
 from app.directory import service
 from app.directory.models import Connector
 from app.errors import PermanentSourceError, SyncStateLost, TemporarySourceError
@@ -217,13 +219,15 @@ async def _run_stream(
             )
             await stops.finish_first(_clear_cursor(sessionmaker, connector_id, stream))
             restarted = True
-        except TemporarySourceError as exc:
+        except (TemporarySourceError, OperationalError) as exc:
+            if not isinstance(exc, TemporarySourceError) and not is_database_busy(exc):
+                raise  # a busy SQLite database (another process writes) is worth seconds
             failures += 1
             if failures >= options.max_attempts:
                 raise
-            delay = _backoff(failures, exc.delay, options)
+            delay = _backoff(failures, getattr(exc, "delay", None), options)
             logger.warning(
-                "temporary source error, retrying: connector=%s stream=%s delay=%.1fs error=%s",
+                "temporary error, retrying: connector=%s stream=%s delay=%.1fs error=%s",
                 connector_id,
                 stream,
                 delay,

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.connectors.base import Source
 from app.connectors.runner import ConnectorBusy, RunnerOptions, run_cycle
+from app.db.sqlite_writer import DATABASE_BUSY_RETRY, is_database_busy
 from app.directory.models import Connector
 
 logger = logging.getLogger(__name__)
@@ -83,9 +84,13 @@ class ConnectorWorker:
                 continue
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 logger.exception("connector worker error: connector=%s", self.connector_id)
                 report = None
+                if is_database_busy(exc):  # another process was writing: again in seconds
+                    self.cycles += 1
+                    delay = DATABASE_BUSY_RETRY
+                    continue
             self.cycles += 1
             if report is not None and report.ok:
                 failures, delay = 0, self.interval

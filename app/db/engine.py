@@ -1,4 +1,5 @@
-"""Engines and sessionmakers; SQLite gets foreign keys, WAL and a busy timeout."""
+"""Engines and sessionmakers; SQLite gets foreign keys, WAL, a busy timeout and one writer at a
+time per process (app/db/sqlite_writer.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import event
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -13,7 +15,10 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from app.db import sqlite_writer
 from app.settings import async_database_url
+
+BUSY_TIMEOUT = 30.0  # seconds; `?timeout=N` in a SQLite URL overrides it
 
 
 def _json_dumps(value: Any) -> str:
@@ -21,7 +26,8 @@ def _json_dumps(value: Any) -> str:
 
 
 def create_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> AsyncEngine:
-    """`read_only` SQLite engines begin deferred transactions, so readers never wait on writers.
+    """`read_only` SQLite engines begin deferred transactions, so readers never wait on writers;
+    the others queue their transactions behind one writer lock per database file.
 
     JSON columns (recipient attributes, connector progress) go through orjson: the standard
     library's encoder was ~1 µs of every bulk-written row."""
@@ -29,9 +35,7 @@ def create_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> AsyncE
     kwargs.setdefault("json_serializer", _json_dumps)
     kwargs.setdefault("json_deserializer", orjson.loads)
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
-        _configure_sqlite(engine, read_only=read_only)
-        return engine
+        return _sqlite_engine(url, read_only=read_only, **kwargs)
     kwargs.setdefault("pool_pre_ping", True)
     engine = create_async_engine(url, **kwargs)
     _configure_postgresql(engine)
@@ -51,8 +55,20 @@ def _configure_postgresql(engine: AsyncEngine) -> None:
         dbapi_connection.commit()
 
 
-def _configure_sqlite(engine: AsyncEngine, *, read_only: bool) -> None:
-    begin = "BEGIN" if read_only else "BEGIN IMMEDIATE"
+def _sqlite_engine(url: str, *, read_only: bool, **kwargs: Any) -> AsyncEngine:
+    parsed = make_url(url)
+    busy_timeout = float(parsed.query.get("timeout", BUSY_TIMEOUT))  # type: ignore[arg-type]
+    if not read_only:  # aiosqlite, whose transactions wait their turn to write
+        parsed = parsed.set(drivername=sqlite_writer.DRIVERNAME)
+    engine = create_async_engine(parsed, connect_args={"timeout": busy_timeout}, **kwargs)
+    if not read_only:
+        queue = sqlite_writer.writer_queue(parsed.database)
+        sqlite_writer.install(engine.sync_engine, queue)  # it begins writer transactions
+    _configure_sqlite(engine, read_only=read_only, busy_timeout=busy_timeout)
+    return engine
+
+
+def _configure_sqlite(engine: AsyncEngine, *, read_only: bool, busy_timeout: float) -> None:
     sync_engine = engine.sync_engine
 
     @event.listens_for(sync_engine, "connect")
@@ -64,7 +80,7 @@ def _configure_sqlite(engine: AsyncEngine, *, read_only: bool) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
         if not read_only:
             # A 2 MB page cache (the default) makes inserts into million-row indexes read from
             # the OS over and over; 128 MB plus memory-mapped reads keep full rounds linear.
@@ -80,11 +96,11 @@ def _configure_sqlite(engine: AsyncEngine, *, read_only: bool) -> None:
             cursor.execute("PRAGMA journal_size_limit=67108864")
         cursor.close()
 
-    # Writers take the lock up front: a deferred transaction that reads and then writes fails
-    # at once with SQLITE_BUSY when another writer committed meanwhile (busy_timeout cannot help).
-    @event.listens_for(sync_engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql(begin)
+    if read_only:  # writers begin in the queued dialect, after their turn came
+
+        @event.listens_for(sync_engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN")
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
