@@ -562,3 +562,28 @@ def graph_unsubscribe(
     out.print(f"removed {len(removed)} subscription(s)")
     for sub_id in removed:
         out.print(f"  {sub_id}", highlight=False)
+
+
+secrets_cli = typer.Typer(help="Secrets at rest (ROSTER_SECRET_KEY).", no_args_is_help=True)
+cli.add_typer(secrets_cli, name="secrets")
+
+
+@secrets_cli.command("rotate")
+def secrets_rotate() -> None:
+    """Re-encrypt every stored secret with the first (newest) key of ROSTER_SECRET_KEY.
+
+    Put the new key first (`NEW,OLD`) everywhere, run this, then drop the old key. If the keys
+    cannot open a stored secret, the row is named, nothing changes, and the exit code is 1.
+    """
+    from app.connectors.stored_secrets import Rotated, rotate_all
+    from app.db.engine import create_engine, create_sessionmaker
+
+    async def work(settings: Settings) -> list[Rotated]:
+        engine = create_engine(settings.database_url)
+        try:
+            return await rotate_all(create_sessionmaker(engine), settings.secret_key)
+        finally:
+            await engine.dispose()
+
+    for rotated in _run(work):
+        out.print(f"rotated {rotated.count} {rotated.table.label}", highlight=False)

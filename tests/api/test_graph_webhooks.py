@@ -54,7 +54,9 @@ async def subscription(sessionmaker: async_sessionmaker[AsyncSession]) -> GraphS
             id="sub-users-1",
             connector_id=connector.id,
             resource="/users",
-            client_state_encrypted=ClientStateCipher(SecretStr(SECRET)).encrypt(STATE),
+            client_state_encrypted=ClientStateCipher(SecretStr(SECRET)).encrypt(
+                STATE, subscription_id="sub-users-1", connector_id=connector.id
+            ),
             expires_at=now + timedelta(days=2),
             created_at=now,
         )

@@ -233,9 +233,14 @@ class SubscriptionRegistry:
             if stream is None or self.cipher is None:
                 continue
             try:
-                secret = self.cipher.decrypt(row.client_state_encrypted)
-            except SecretKeyError:
-                logger.error("graph subscription secret unreadable: subscription=%s", row.id)
+                secret = self.cipher.decrypt(
+                    row.client_state_encrypted,
+                    subscription_id=row.id,
+                    connector_id=row.connector_id,
+                )
+            except SecretKeyError as exc:
+                logger.error("graph subscription secret unreadable: subscription=%s: %s",
+                             row.id, exc.message)  # fmt: skip
                 continue
             result[row.id] = KnownSubscription(
                 row.id, row.connector_id, stream, secret.encode("utf-8")

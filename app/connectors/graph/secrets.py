@@ -1,54 +1,66 @@
 """clientState secrets: generated per subscription, stored encrypted with ROSTER_SECRET_KEY.
 
 A database dump alone then does not let anyone forge notifications that pass the clientState
-check. The Fernet key is derived from the secret with HKDF/SHA-256, so any string of reasonable
-length works as ROSTER_SECRET_KEY and the same secret can serve other purposes under other labels.
+check. The encryption is the secret box's `graph-client-state` purpose (app/crypto.py), bound
+to the subscription's own id and connector, both known when the row is written (after Graph's
+201) and when it is read, so a token copied to another subscription's row does not open there.
+Rows written before the binding (no associated data) still open; `roster secrets rotate`
+rewrites them bound.
 """
 
 from __future__ import annotations
 
-import base64
 import secrets
 
-from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import SecretStr
 
-from app.errors import RosterError
+from app.crypto import (
+    GRAPH_CLIENT_STATE,
+    SecretBox,
+    SecretKeyError,
+    SecretMisplaced,
+    SecretUndecryptable,
+    associated_data,
+)
 
-_INFO = b"roster graph clientState v1"
+__all__ = [
+    "CLIENT_STATE_BYTES",
+    "ClientStateCipher",
+    "SecretKeyError",
+    "SecretMisplaced",
+    "SecretUndecryptable",
+    "client_state_binding",
+    "new_client_state",
+]
+
 CLIENT_STATE_BYTES = 48  # 64 URL-safe characters; Graph allows up to 128
-
-
-class SecretKeyError(RosterError):
-    """ROSTER_SECRET_KEY is missing, or cannot decrypt a stored value (it was changed)."""
+TABLE = "graph_subscriptions"
 
 
 def new_client_state() -> str:
     return secrets.token_urlsafe(CLIENT_STATE_BYTES)
 
 
+def client_state_binding(subscription_id: str, connector_id: str) -> bytes:
+    """The associated data of one subscription's clientState."""
+    return associated_data(TABLE, subscription_id, connector_id)
+
+
 class ClientStateCipher:
+    """The secret box for clientStates, addressed by subscription instead of raw bytes."""
+
     def __init__(self, secret_key: SecretStr | str | None) -> None:
-        raw = secret_key.get_secret_value() if isinstance(secret_key, SecretStr) else secret_key
-        if not raw or len(raw) < 16:
-            raise SecretKeyError(
-                "ROSTER_SECRET_KEY (at least 16 characters) is needed to store Graph "
-                "subscription secrets"
-            )
-        key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_INFO).derive(
-            raw.encode("utf-8")
+        self.box = SecretBox(secret_key, purpose=GRAPH_CLIENT_STATE)
+
+    def __repr__(self) -> str:
+        return f"ClientStateCipher({self.box!r})"
+
+    def encrypt(self, client_state: str, *, subscription_id: str, connector_id: str) -> str:
+        return self.box.encrypt(
+            client_state, associated_data=client_state_binding(subscription_id, connector_id)
         )
-        self._fernet = Fernet(base64.urlsafe_b64encode(key))
 
-    def encrypt(self, client_state: str) -> str:
-        return self._fernet.encrypt(client_state.encode("utf-8")).decode("ascii")
-
-    def decrypt(self, token: str) -> str:
-        try:
-            return self._fernet.decrypt(token.encode("ascii")).decode("utf-8")
-        except (InvalidToken, ValueError) as exc:
-            raise SecretKeyError(
-                "a stored clientState cannot be decrypted: was ROSTER_SECRET_KEY changed?"
-            ) from exc
+    def decrypt(self, token: str, *, subscription_id: str, connector_id: str) -> str:
+        return self.box.decrypt(
+            token, associated_data=client_state_binding(subscription_id, connector_id)
+        )

@@ -371,7 +371,9 @@ class SubscriptionManager:
                     id=created.id,
                     connector_id=self.connector_id,
                     resource=resource,
-                    client_state_encrypted=self.cipher.encrypt(client_state),
+                    client_state_encrypted=self.cipher.encrypt(
+                        client_state, subscription_id=created.id, connector_id=self.connector_id
+                    ),
                     expires_at=created.expires_at or now + self.options.lifetime,
                     created_at=now,
                     renewed_at=None,

@@ -175,7 +175,8 @@ async def test_one_subscription_per_resource_with_an_encrypted_client_state(
         assert row.id == sub.id
         assert sub.client_state is not None and len(sub.client_state) >= 32
         assert sub.client_state not in row.client_state_encrypted
-        assert cipher.decrypt(row.client_state_encrypted) == sub.client_state
+        assert cipher.decrypt(row.client_state_encrypted, subscription_id=row.id,
+                              connector_id=row.connector_id) == sub.client_state  # fmt: skip
     assert rows["/users"].client_state_encrypted != rows["/groups"].client_state_encrypted
     again = await harness.manager.reconcile()
     assert not again.changed

@@ -208,7 +208,9 @@ async def test_forged_and_replayed_notifications_change_nothing(live: Live) -> N
 
     # A replay of a genuine notification (right clientState): at most one more delta round,
     # which finds nothing new.
-    secret = ClientStateCipher(SecretStr(SECRET)).decrypt(users.client_state_encrypted)
+    secret = ClientStateCipher(SecretStr(SECRET)).decrypt(
+        users.client_state_encrypted, subscription_id=users.id, connector_id=users.connector_id
+    )
     target = next(iter(live.sim.state.store.live["users"]))
     item = {
         "subscriptionId": users.id,
@@ -233,7 +235,9 @@ async def test_forged_and_replayed_notifications_change_nothing(live: Live) -> N
 
 async def test_a_burst_of_notifications_coalesces_into_a_few_rounds(live: Live) -> None:
     users = next(row for row in await live.subscriptions() if row.resource == "/users")
-    secret = ClientStateCipher(SecretStr(SECRET)).decrypt(users.client_state_encrypted)
+    secret = ClientStateCipher(SecretStr(SECRET)).decrypt(
+        users.client_state_encrypted, subscription_id=users.id, connector_id=users.connector_id
+    )
     cycles = live.worker.cycles
 
     async def post(start: int) -> None:
