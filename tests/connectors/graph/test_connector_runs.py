@@ -130,14 +130,21 @@ async def test_a_round_with_a_wrong_client_secret_records_an_error_without_the_s
     assert rows and wrong not in repr(rows)
 
 
+@pytest.fixture
+def gone_process() -> int:
+    """The pid of a process of this host that has exited (and was reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
 async def test_a_round_left_running_by_a_dead_process_is_closed_as_interrupted(
     sessionmaker: async_sessionmaker[AsyncSession],
     connector_id: str,
     source: GraphSource,
+    gone_process: int,
 ) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    dead = f"{socket.gethostname()}:{proc.pid}:0123abcd"
+    dead = f"{socket.gethostname()}:{gone_process}:0123abcd"
     assert leases.is_gone(dead)
     started = datetime.now(UTC) - timedelta(seconds=30)
     async with sessionmaker.begin() as session:  # what the killed round left behind
