@@ -83,7 +83,7 @@ async def list_connectors(session: SessionDep) -> ConnectorList:
 
 
 @router.post(
-    "/{connector_id}/sync",
+    "/{connector_id:path}/sync",
     status_code=202,
     dependencies=[WriteScope],
     responses={202: {"model": Accepted}, **responses(401, 403, 404, 409)},
@@ -112,7 +112,7 @@ async def sync_now(
 
 
 @router.post(
-    "/{connector_id}/approve-deletions",
+    "/{connector_id:path}/approve-deletions",
     dependencies=[AdminScope],
     responses=responses(401, 403, 404),
 )
@@ -127,7 +127,7 @@ async def approve(
 
 
 @router.get(
-    "/{connector_id}/runs", dependencies=[ReadScope], responses=responses(401, 403, 404, 422)
+    "/{connector_id:path}/runs", dependencies=[ReadScope], responses=responses(401, 403, 404, 422)
 )
 async def list_runs(
     connector_id: str,
@@ -148,7 +148,9 @@ async def list_runs(
     return RunList.model_validate({"items": await runs.newest(session, connector.id, limit=limit)})
 
 
-@router.post("/{connector_id}/pause", dependencies=[WriteScope], responses=responses(401, 403, 404))
+@router.post(
+    "/{connector_id:path}/pause", dependencies=[WriteScope], responses=responses(401, 403, 404)
+)
 async def pause(connector_id: str, session: SessionDep) -> ConnectorStatus:
     """Stop running rounds (scheduled, manual, notification) until resumed; a round under way
     finishes. Every replica's worker sees it within 10 s. Lookups go on answering from the
@@ -158,7 +160,7 @@ async def pause(connector_id: str, session: SessionDep) -> ConnectorStatus:
 
 
 @router.post(
-    "/{connector_id}/resume", dependencies=[WriteScope], responses=responses(401, 403, 404)
+    "/{connector_id:path}/resume", dependencies=[WriteScope], responses=responses(401, 403, 404)
 )
 async def resume(connector_id: str, session: SessionDep) -> ConnectorStatus:
     """Run rounds again; the round missed while paused runs within 10 s."""
