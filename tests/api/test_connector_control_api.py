@@ -14,6 +14,7 @@ from app.connectors import runs
 from app.connectors.runs import Counts, Outcome, Trigger
 from app.directory.models import Connector
 from app.directory.records import SourceKind
+from tests.connectors.spreadsheet.files import csv_bytes
 from tests.factories import api_key, auth, make_connector, make_domain, make_recipient
 
 
@@ -170,3 +171,34 @@ async def test_lookups_keep_answering_while_paused_then_defer_once_stale(
     response = await answer("bob@contoso.com")
     assert (response.json()["verdict"], response.json()["reason"]) == ("tempfail", "stale")
     assert (await answer("alice@contoso.com")).json()["verdict"] == "accept"
+
+
+async def test_spreadsheet_imports_are_manual_rounds_in_the_history(
+    client: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    write = keys["write"]
+    response = await client.post("/v1/domains", json={"name": "contoso.com"}, headers=auth(write))
+    assert response.status_code == 201
+
+    async def upload(rows: list[list[str]], **params: str) -> httpx.Response:
+        return await client.post(
+            "/v1/imports",
+            files={"file": ("people.csv", csv_bytes([["email"], *rows]), "text/csv")},
+            params=params,
+            headers=auth(write),
+        )
+
+    assert (await upload([["a@contoso.com"], ["b@contoso.com"]])).status_code == 200
+    assert (await upload([["a@contoso.com"]], mode="replace")).status_code == 200
+    assert (await upload([["c@contoso.com"]], dry_run="true")).status_code == 200  # not a round
+    listed = await client.get("/v1/connectors", headers=auth(keys["read"]))
+    (sheet,) = [c for c in listed.json()["items"] if c["kind"] == "spreadsheet"]
+    response = await client.get(f"/v1/connectors/{sheet['id']}/runs", headers=auth(keys["read"]))
+    replace, merge = response.json()["items"]
+    assert (merge["trigger"], merge["round"], merge["outcome"]) == (
+        "manual",
+        "incremental",
+        "success",
+    )
+    assert (merge["added"], merge["deleted"]) == (2, 0)
+    assert (replace["round"], replace["added"], replace["deleted"]) == ("full", 0, 1)
