@@ -329,7 +329,7 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
             i["tenant"],
             i["name"],
             i["kind"],
-            i["state"],
+            f"{i['state']} (paused)" if i["paused"] else i["state"],
             last,
             str(i["objects"]),
             str(i["addresses"]),

@@ -28,6 +28,7 @@ def test_pause_and_resume_show_in_status_and_say_what_happens(db: str) -> None:
     result = roster(db, "connectors", "pause", "default/manual")
     assert "paused" in result.stdout and "roster connectors resume manual" in result.stdout
     assert paused(db) == {"default/manual": True}
+    assert "ready (paused)" in roster(db, "status").stdout
     assert "already paused" in roster(db, "connectors", "pause", "manual").stdout
     assert roster(db, "lookup", "alice@contoso.com").returncode == 0  # lookups go on
     assert "resumed" in roster(db, "connectors", "resume", "manual").stdout
