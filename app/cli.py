@@ -34,6 +34,8 @@ cli.add_typer(users_cli, name="users")
 cli.add_typer(domains_cli, name="domains")
 graph_cli = typer.Typer(help="Microsoft Graph change notifications.", no_args_is_help=True)
 cli.add_typer(graph_cli, name="graph")
+connectors_cli = typer.Typer(help="Directory connectors.", no_args_is_help=True)
+cli.add_typer(connectors_cli, name="connectors")
 
 out = Console()
 err = Console(stderr=True)
@@ -327,7 +329,7 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
             i["tenant"],
             i["name"],
             i["kind"],
-            i["state"],
+            f"{i['state']} (paused)" if i["paused"] else i["state"],
             last,
             str(i["objects"]),
             str(i["addresses"]),
@@ -382,6 +384,26 @@ def approve_deletions_command(
             await engine.dispose()
 
     out.print(f"applied {_run(work)} held deletions")
+
+
+@connectors_cli.command("pause")
+def connectors_pause(
+    connector: Annotated[str, typer.Argument(help="id, TENANT/NAME, or name")],
+) -> None:
+    """Stop running rounds of a connector (lookups answer until it is stale, then defer)."""
+    from app.connectors_command import set_paused
+
+    out.print(_run(lambda settings: set_paused(settings, connector, paused=True)))
+
+
+@connectors_cli.command("resume")
+def connectors_resume(
+    connector: Annotated[str, typer.Argument(help="id, TENANT/NAME, or name")],
+) -> None:
+    """Run a paused connector's rounds again."""
+    from app.connectors_command import set_paused
+
+    out.print(_run(lambda settings: set_paused(settings, connector, paused=False)))
 
 
 @cli.command()

@@ -96,6 +96,7 @@ async def _first_sync(settings: Settings) -> tuple[str, str, int, int]:
     from app.apikeys import create_key
     from app.connectors.registry import build_source, ensure_env_connectors
     from app.connectors.runner import run_cycle
+    from app.connectors.runs import Trigger
     from app.db.engine import create_engine, create_sessionmaker
 
     engine = create_engine(settings.database_url)
@@ -104,7 +105,11 @@ async def _first_sync(settings: Settings) -> tuple[str, str, int, int]:
         async with sessionmaker.begin() as session:
             (connector,) = await ensure_env_connectors(session, settings)
         report = await run_cycle(
-            sessionmaker, connector.id, build_source(settings, connector), full=True
+            sessionmaker,
+            connector.id,
+            build_source(settings, connector),
+            full=True,
+            trigger=Trigger.STARTUP,
         )
         if not report.ok:
             raise RosterError(f"the demo's first sync failed: {report.error}")

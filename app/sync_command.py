@@ -4,7 +4,9 @@ A directory whose lease another live process holds is waited for after the other
 saying who holds it and until when (a spinner on a terminal, plain lines otherwise); with
 `--no-wait` it is skipped and the command exits 75 (EX_TEMPFAIL). SIGTERM or SIGINT ends the
 running round at a page boundary (recorded as interrupted, lease released; the next run
-resumes there) and the command exits 128 + the signal number.
+resumes there) and the command exits 128 + the signal number. A paused connector is not run
+(said on stderr; the command then exits 75 as for a busy one). Its rounds are `manual` ones
+in the connector's run history.
 """
 
 from __future__ import annotations
@@ -23,7 +25,14 @@ from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElaps
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.connectors.base import Source
-from app.connectors.runner import ConnectorBusy, CycleReport, RunnerOptions, run_cycle
+from app.connectors.runner import (
+    ConnectorBusy,
+    ConnectorPaused,
+    CycleReport,
+    RunnerOptions,
+    run_cycle,
+)
+from app.connectors.runs import Trigger
 from app.errors import RosterError
 from app.settings import Settings
 
@@ -51,6 +60,7 @@ class Outcome:
     busy: ConnectorBusy | None = None
     stopped: bool = False
     started: bool = False
+    paused: bool = False
     pages: int = 0
 
 
@@ -162,9 +172,13 @@ async def sync_jobs(
                     job.connector_id,
                     job.source,
                     full=full,
+                    trigger=Trigger.MANUAL,
                     options=options,
                     on_page=on_page,
                 )
+            except ConnectorPaused:
+                outcome.paused = True
+                return None
             except ConnectorBusy as exc:
                 outcome.busy = exc
                 if not wait:
@@ -178,7 +192,7 @@ async def sync_jobs(
         finished, report = await stopper.run(attempt(job, wait))
         outcomes[job.name].stopped = not finished
         outcomes[job.name].report = report
-        return finished and report is None
+        return finished and report is None and not outcomes[job.name].paused
 
     busy = [job for job in jobs if await run(job, wait=False)]
     for job in [] if no_wait else busy:
@@ -191,7 +205,7 @@ def exit_code(outcomes: list[Outcome], stopped_by: int | None) -> int:
         return 128 + stopped_by
     if any(o.report is not None and not o.report.ok for o in outcomes):
         return 1
-    if any(o.busy is not None and o.report is None for o in outcomes):
+    if any((o.busy is not None or o.paused) and o.report is None for o in outcomes):
         return EXIT_TEMPFAIL
     return 0
 
@@ -215,6 +229,13 @@ def report_outcomes(
         elif report is not None:
             err.print(
                 f"[red]{o.name}: failed:[/red] {report.error}", highlight=False, soft_wrap=True
+            )
+        elif o.paused:
+            err.print(
+                f"[yellow]{o.name}: paused:[/yellow] not run; resume it with "
+                f"roster connectors resume {o.name}",
+                highlight=False,
+                soft_wrap=True,
             )
         elif o.stopped and o.busy is not None:
             err.print(

@@ -9,7 +9,8 @@ from typing import Any
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from app.connectors.graph import models as graph_models  # noqa: F401  (registers the tables)
+from app.connectors import runs as run_models  # noqa: F401  (registers the tables)
+from app.connectors.graph import models as graph_models  # noqa: F401
 from app.connectors.mailflow import models as mailflow_models  # noqa: F401
 from app.connectors.spreadsheet import models as spreadsheet_models  # noqa: F401
 from app.db.base import Base

@@ -44,6 +44,7 @@ TABLES = [
     "addresses",
     "pending_deletions",
     "recipients",
+    "connector_runs",
     "cursors",
     "connectors",
     "domains",

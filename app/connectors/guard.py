@@ -78,8 +78,11 @@ async def settle(
     *,
     now: datetime,
     approved: bool = False,
+    tally: service.ApplyResult | None = None,
 ) -> bool:
-    """Apply the held deletions, or keep holding them. Returns True when they stay held."""
+    """Apply the held deletions, or keep holding them. Returns True when they stay held.
+
+    `tally`, when given, adds the deletions applied (a round's run history counts them)."""
     pending = list(
         await session.scalars(
             select(PendingDeletion.external_id).where(PendingDeletion.connector_id == connector.id)
@@ -95,7 +98,9 @@ async def settle(
             settings.threshold,
         )
         return True
-    await service.apply(session, ChangeSet(deletes=pending), connector=connector, now=now)
+    applied = await service.apply(session, ChangeSet(deletes=pending), connector=connector, now=now)
+    if tally is not None:
+        tally.deleted += applied.deleted
     await session.execute(
         delete(PendingDeletion).where(PendingDeletion.connector_id == connector.id)
     )

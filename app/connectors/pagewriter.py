@@ -123,7 +123,11 @@ async def apply_page(
         member_removes=changes.member_removes,
         member_sets=changes.member_sets,
     )
-    await service.apply(session, held, connector=ref, round_id=round_id, stream=stream, now=now)
+    applied = await service.apply(
+        session, held, connector=ref, round_id=round_id, stream=stream, now=now
+    )
+    report.added += applied.added
+    report.updated += applied.updated
     if page.domains is not None:
         await reconcile_domains(session, ref, page.domains)
     if page.final:
@@ -137,7 +141,11 @@ async def apply_page(
                     len(missing),
                 )
                 await guard.hold(session, ref.id, missing, reason="sweep", now=now)
-        report.held_deletions = await guard.settle(session, ref, options.guard, now=now)
+        tally = service.ApplyResult()
+        report.held_deletions = await guard.settle(
+            session, ref, options.guard, now=now, tally=tally
+        )
+        report.deleted += tally.deleted
         holding = report.held_deletions
     await cursors.save(
         session, ref.id, stream, page.cursor, round_id=None if page.final else round_id, now=now

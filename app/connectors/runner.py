@@ -6,6 +6,8 @@ last one's resume point); a transaction never waits on the source. Deletions wai
 until the round ends; a full round's sweep happens only after its final page commits, so a
 directory that vanishes mid-round never causes a sweep. A stop (cancellation) lets the page
 being written commit, records the round as interrupted and releases the lease (see `stops`).
+Every round that gets the lease leaves one row in the connector's run history (`runs`); a
+paused connector runs no round.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.connectors import cursors, guard, leases, pagewriter, stops
+from app.connectors import cursors, guard, leases, pagewriter, runs, stops
 from app.connectors.base import Page, Source
 from app.connectors.prefetch import Prefetch
 from app.db.maintenance import analyze_grown, worth_checking
@@ -62,6 +64,17 @@ class CycleReport:
     error: str | None = None
     stream: str | None = None  # the stream under way (or last run)
     taken_over_from: str | None = None  # a vanished process whose lease this cycle took over
+    full: bool = False  # some stream ran a full round
+    added: int = 0
+    updated: int = 0
+    deleted: int = 0
+    held: int = 0  # deletions the guard holds when the round ends
+    run_id: int | None = None  # its row in the run history
+
+    def counts(self) -> runs.Counts:
+        return runs.Counts(
+            self.pages, self.objects, self.added, self.updated, self.deleted, self.held
+        )
 
 
 class ConnectorBusy(PermanentSourceError):
@@ -75,31 +88,51 @@ class ConnectorBusy(PermanentSourceError):
         self.until = until
 
 
+class ConnectorPaused(PermanentSourceError):
+    """The connector is paused (POST /v1/connectors/{id}/pause): it runs no round."""
+
+
 async def run_cycle(
     sessionmaker: async_sessionmaker[AsyncSession],
     connector_id: str,
     source: Source,
     *,
     full: bool = False,
+    trigger: runs.Trigger = runs.Trigger.MANUAL,
     options: RunnerOptions | None = None,
     on_page: PageCallback | None = None,
     after_commit: Callable[[], Awaitable[None]] | None = None,
 ) -> CycleReport:
-    """One round of every stream; records success or the error on the connector row.
+    """One round of every stream; records success or the error on the connector row and in
+    its run history (as started by `trigger`).
 
-    Raises ConnectorBusy when a live process holds the lease. Cancelled, it records the round
-    as interrupted, releases the lease and re-raises the cancellation."""
+    Raises ConnectorBusy when a live process holds the lease, ConnectorPaused when the
+    connector is paused. Cancelled, it records the round as interrupted, releases the lease
+    and re-raises the cancellation."""
     options = options or RunnerOptions()
     report = CycleReport(ok=False)
     try:
         return await _cycle(
-            sessionmaker, connector_id, source, full, options, report, on_page, after_commit
+            sessionmaker,
+            connector_id,
+            source,
+            full,
+            trigger,
+            options,
+            report,
+            on_page,
+            after_commit,
         )
     except asyncio.CancelledError:
         progress = {"stream": report.stream, "pages": report.pages, "objects": report.objects}
         await stops.finish_first(
             stops.record_interrupted(
-                sessionmaker, connector_id, options.owner, now=options.clock(), progress=progress
+                sessionmaker,
+                connector_id,
+                options.owner,
+                now=options.clock(),
+                progress=progress,
+                run=(report.run_id, report.counts()) if report.run_id is not None else None,
             )
         )
         raise
@@ -110,12 +143,15 @@ async def _cycle(
     connector_id: str,
     source: Source,
     full: bool,
+    trigger: runs.Trigger,
     options: RunnerOptions,
     report: CycleReport,
     on_page: PageCallback | None,
     after_commit: Callable[[], Awaitable[None]] | None,
 ) -> CycleReport:
-    await stops.finish_first(_start(sessionmaker, connector_id, full, options, report))
+    await stops.finish_first(
+        _start(sessionmaker, connector_id, source, full, trigger, options, report)
+    )
     try:
         for stream in source.streams:
             await _run_stream(
@@ -142,12 +178,16 @@ async def _cycle(
 async def _start(
     sessionmaker: async_sessionmaker[AsyncSession],
     connector_id: str,
+    source: Source,
     full: bool,
+    trigger: runs.Trigger,
     options: RunnerOptions,
     report: CycleReport,
 ) -> None:
     """Take the lease (from a vanished process of this host too) and say the round runs."""
     async with sessionmaker.begin() as session:
+        if (await _connector(session, connector_id)).paused:
+            raise ConnectorPaused(f"connector {connector_id} is paused")
         attempt = await leases.acquire(session, connector_id, options.owner, now=options.clock())
         if not attempt.claimed:
             until = attempt.expires_at.isoformat(timespec="seconds") if attempt.expires_at else "?"
@@ -164,8 +204,13 @@ async def _start(
                 connector_id,
                 attempt.taken_from,
             )
-        # Overwrites a vanished holder's stale `running`.
+        # Overwrites a vanished holder's stale `running` (and closes its run history row).
         await _set_progress(session, connector_id, {"running": True, "full": full}, options)
+        done = await cursors.completed_streams(session, connector_id)
+        report.full = full or not set(source.streams) <= done
+        report.run_id = await runs.start(
+            session, connector_id, full=report.full, trigger=trigger, now=options.clock()
+        )
 
 
 async def _record(
@@ -266,6 +311,7 @@ async def _run_round(
         resume: dict[str, Any] | None = None
     else:
         round_id, resume = stored.round_id, stored.value
+    report.full = report.full or round_id is not None
     logger.info(
         "round started: connector=%s stream=%s mode=%s",
         connector_id,
@@ -349,7 +395,8 @@ async def _finish(
     now = options.clock()
     done = await cursors.completed_streams(session, connector_id)
     connector.first_round_done = connector.first_round_done or set(source.streams) <= done
-    held = await guard.pending_count(session, connector_id) > 0
+    report.held = await guard.pending_count(session, connector_id)
+    held = report.held > 0
     if report.ok:
         connector.last_success_at = now
         connector.last_error = None
@@ -367,6 +414,17 @@ async def _finish(
         "finished_at": now.isoformat(),
     }
     connector.updated_at = now
+    if report.run_id is not None:
+        outcome = runs.Outcome.HELD if held else runs.Outcome.SUCCESS
+        await runs.finish(
+            session,
+            report.run_id,
+            outcome=outcome if report.ok else runs.Outcome.ERROR,
+            counts=report.counts(),
+            now=now,
+            full=report.full,
+            error=report.error,
+        )
     await leases.release(session, connector_id, options.owner)
 
 

@@ -25,6 +25,7 @@ async def describe(session: AsyncSession, connector: Connector, tenant: str) -> 
         "name": connector.name,
         "kind": connector.kind,
         "state": connector.state,
+        "paused": connector.paused,
         "first_round_done": connector.first_round_done,
         "last_success_at": connector.last_success_at,
         "lag_seconds": lag,
@@ -48,6 +49,18 @@ def _progress(connector: Connector) -> dict[str, Any]:
     return progress
 
 
+async def describe_one(session: AsyncSession, connector: Connector) -> dict[str, Any]:
+    tenant = await session.get(Tenant, connector.tenant_id)
+    return await describe(session, connector, tenant.name if tenant else "")
+
+
+async def set_paused(session: AsyncSession, connector: Connector, paused: bool) -> None:
+    """Pause or resume: every replica's worker sees the row before its next round."""
+    connector.paused = paused
+    connector.updated_at = datetime.now(UTC)
+    await session.flush()
+
+
 async def list_status(session: AsyncSession) -> list[dict[str, Any]]:
     rows = await session.execute(
         select(Connector, Tenant.name)
@@ -58,9 +71,16 @@ async def list_status(session: AsyncSession) -> list[dict[str, Any]]:
 
 
 async def find(session: AsyncSession, id_or_name: str) -> Connector | None:
-    """By id, or by name when the name is unique across tenants."""
+    """By id, `TENANT/NAME`, or by name when the name is unique across tenants."""
     connector = await session.get(Connector, id_or_name)
     if connector is not None:
         return connector
+    tenant, slash, name = id_or_name.partition("/")
+    if slash:
+        return await session.scalar(
+            select(Connector)
+            .join(Tenant, Tenant.id == Connector.tenant_id)
+            .where(Tenant.name == tenant, Connector.name == name)
+        )
     found = list(await session.scalars(select(Connector).where(Connector.name == id_or_name)))
     return found[0] if len(found) == 1 else None

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.connectors import runs
 from app.directory.models import Connector
 
 logger = logging.getLogger(__name__)
@@ -47,9 +48,11 @@ async def record_interrupted(
     *,
     now: datetime,
     progress: dict[str, Any],
+    run: tuple[int, runs.Counts] | None = None,
 ) -> bool:
-    """Mark the round of `owner` interrupted and release its lease; False if it held none
-    (stopped while waiting for the lease, or the round had already finished)."""
+    """Mark the round of `owner` interrupted (and its `run` history row, if it has one: an
+    error `interrupted`) and release its lease; False if it held none (stopped while waiting
+    for the lease, or the round had already finished)."""
     async with sessionmaker.begin() as session:
         result = await session.execute(
             update(Connector)
@@ -63,7 +66,17 @@ async def record_interrupted(
             )
             .execution_options(synchronize_session=False)
         )
-    recorded = bool(getattr(result, "rowcount", 0))
+        recorded = bool(getattr(result, "rowcount", 0))
+        if recorded and run is not None:
+            run_id, counts = run
+            await runs.finish(
+                session,
+                run_id,
+                outcome=runs.Outcome.ERROR,
+                counts=counts,
+                now=now,
+                error=runs.INTERRUPTED,
+            )
     if recorded:
         logger.warning(
             "round interrupted, lease released: connector=%s stream=%s pages=%s",

@@ -2,7 +2,10 @@
 
 A request can come from this process (`trigger`, e.g. the webhook inbox) or from any replica
 through the connector row (`sync_requested_at`, set by `POST /v1/connectors/{id}/sync`); the
-lease in the runner makes sure only one replica works a connector at a time.
+lease in the runner makes sure only one replica works a connector at a time. A paused
+connector (the `paused` column, set by any replica's API) runs no round: its worker looks at
+the row before each round and, while paused, every `PAUSE_POLL` seconds; once resumed, the
+round it missed runs at once.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.connectors.base import Source
-from app.connectors.runner import ConnectorBusy, RunnerOptions, run_cycle
+from app.connectors.runner import ConnectorBusy, ConnectorPaused, RunnerOptions, run_cycle
+from app.connectors.runs import Trigger
 from app.db.sqlite_writer import DATABASE_BUSY_RETRY, is_database_busy
 from app.directory.models import Connector
 
@@ -26,6 +30,9 @@ logger = logging.getLogger(__name__)
 REQUEST_POLL = 1.0  # seconds between checks for sync requests made through the database
 RETRY_FLOOR = 30.0
 BUSY_RETRY = 30.0  # seconds between tries while another live process holds the lease
+PAUSE_POLL = 5.0  # seconds between looks at a paused connector's row (resumed within 10 s)
+# When requests of several kinds coalesce into one round, it is recorded as the first of these.
+_PRECEDENCE = (Trigger.MANUAL, Trigger.NOTIFICATION, Trigger.STARTUP, Trigger.SCHEDULE)
 
 
 class ConnectorWorker:
@@ -47,12 +54,19 @@ class ConnectorWorker:
         self.after_commit = after_commit
         self._wake = asyncio.Event()
         self._full = False
+        self._asked: set[Trigger] = set()  # why the next cycle is asked for
         self.cycles = 0
+        self.paused = False
 
-    def trigger(self, *, full: bool = False) -> None:
+    def trigger(self, *, full: bool = False, reason: Trigger = Trigger.MANUAL) -> None:
         """Ask for a cycle soon; requests made while one runs coalesce into one more cycle."""
         self._full = self._full or full
+        self._asked.add(reason)
         self._wake.set()
+
+    def _take_trigger(self, default: Trigger) -> Trigger:
+        asked, self._asked = self._asked | {default}, set()
+        return next(t for t in _PRECEDENCE if t in asked)
 
     async def run(self) -> None:
         try:
@@ -66,8 +80,15 @@ class ConnectorWorker:
     async def _cycles(self) -> None:
         delay = 0.0  # first cycle at once
         failures = 0
+        trigger = Trigger.STARTUP
         while True:
             await self._wait(delay)
+            trigger = self._take_trigger(trigger)
+            if await self._is_paused():
+                # Nothing runs and requests made meanwhile lapse; the round missed runs on resume.
+                self._full, self._asked = False, set()
+                trigger, delay = Trigger.SCHEDULE, PAUSE_POLL
+                continue
             full, self._full = self._full, False
             try:
                 report = await run_cycle(
@@ -75,12 +96,18 @@ class ConnectorWorker:
                     self.connector_id,
                     self.source,
                     full=full,
+                    trigger=trigger,
                     options=self.options,
                     after_commit=self.after_commit,
                 )
             except ConnectorBusy as exc:
                 logger.info("connector busy elsewhere: %s", exc)
+                self._full = self._full or full  # the retry is the same request
                 delay = _busy_delay(exc)
+                continue
+            except ConnectorPaused:  # paused between the look and the lease
+                self._mark_paused(True)
+                trigger, delay = Trigger.SCHEDULE, PAUSE_POLL
                 continue
             except asyncio.CancelledError:
                 raise
@@ -92,6 +119,7 @@ class ConnectorWorker:
                     delay = DATABASE_BUSY_RETRY
                     continue
             self.cycles += 1
+            trigger = Trigger.SCHEDULE
             if report is not None and report.ok:
                 failures, delay = 0, self.interval
             else:
@@ -111,6 +139,24 @@ class ConnectorWorker:
                 break
         self._wake.clear()
 
+    async def _is_paused(self) -> bool:
+        try:
+            async with self.sessionmaker() as session:
+                row = await session.get(Connector, self.connector_id)
+                paused = row is not None and row.paused
+        except Exception as exc:  # run_cycle looks again, under the lease
+            logger.warning("cannot read the connector row: error=%s", type(exc).__name__)
+            paused = False
+        self._mark_paused(paused)
+        return paused
+
+    def _mark_paused(self, paused: bool) -> None:
+        if paused != self.paused:
+            logger.info(
+                "connector %s: connector=%s", "paused" if paused else "resumed", self.connector_id
+            )
+        self.paused = paused
+
     async def _take_request(self) -> bool:
         """Claim a sync request stored on the connector row by any replica's API."""
         try:
@@ -119,6 +165,7 @@ class ConnectorWorker:
                 if row is None or row.sync_requested_at is None:
                     return False
                 self._full = self._full or row.full_sync_requested
+                self._asked.add(Trigger.MANUAL)  # POST /v1/connectors/{id}/sync, any replica
                 await session.execute(
                     update(Connector)
                     .where(Connector.id == self.connector_id)

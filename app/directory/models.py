@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -71,6 +72,8 @@ class Connector(Base):
     progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     sync_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     full_sync_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Operational state, not config (env connectors can be paused): a paused one runs no round.
+    paused: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     lease_owner: Mapped[str | None] = mapped_column(String(100))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

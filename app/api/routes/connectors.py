@@ -1,9 +1,9 @@
-"""Connector status and control: sync now, approve held deletions."""
+"""Connector status and control: sync now, pause and resume, run history, approve deletions."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
@@ -11,10 +11,11 @@ from pydantic import BaseModel
 from app.api.deps import AdminScope, IndexSyncDep, ReadScope, SessionDep, WriteScope
 from app.api.errors import responses
 from app.api.responses import JsonResponse
-from app.connectors import status
+from app.connectors import runs, status
 from app.connectors.runner import approve_deletions
 from app.connectors.worker import request_sync
-from app.errors import NotFound
+from app.directory.models import Connector
+from app.errors import Conflict, NotFound
 
 router = APIRouter(prefix="/v1/connectors", tags=["connectors"])
 
@@ -25,6 +26,7 @@ class ConnectorStatus(BaseModel):
     name: str
     kind: str
     state: str
+    paused: bool
     first_round_done: bool
     last_success_at: datetime | None
     lag_seconds: float | None
@@ -45,24 +47,59 @@ class Accepted(BaseModel):
     detail: str
 
 
+class Run(BaseModel):
+    """One round of a connector. `outcome` `error` with the error `interrupted` is a round that
+    was stopped (SIGTERM) or whose process died before it ended."""
+
+    id: int
+    started_at: datetime
+    finished_at: datetime | None
+    round: Literal["full", "incremental"]
+    trigger: Literal["schedule", "manual", "notification", "startup"]
+    outcome: Literal["success", "error", "held", "running"]
+    pages: int
+    objects: int
+    added: int
+    updated: int
+    deleted: int
+    held: int
+    error: str | None
+
+
+class RunList(BaseModel):
+    items: list[Run]
+
+
+async def _find(session: SessionDep, connector_id: str) -> Connector:
+    connector = await status.find(session, connector_id)
+    if connector is None:
+        raise NotFound(f"no connector {connector_id}")
+    return connector
+
+
 @router.get("", dependencies=[ReadScope], responses=responses(401, 403))
 async def list_connectors(session: SessionDep) -> ConnectorList:
     return ConnectorList.model_validate({"items": await status.list_status(session)})
 
 
 @router.post(
-    "/{connector_id}/sync",
+    "/{connector_id:path}/sync",
     status_code=202,
     dependencies=[WriteScope],
-    responses={202: {"model": Accepted}, **responses(401, 403, 404)},
+    responses={202: {"model": Accepted}, **responses(401, 403, 404, 409)},
 )
 async def sync_now(
     connector_id: str, request: Request, session: SessionDep, full: bool = Query(default=False)
 ) -> JsonResponse:
-    """Ask for a round now; the replica holding the connector's lease runs it."""
-    connector = await status.find(session, connector_id)
-    if connector is None:
-        raise NotFound(f"no connector {connector_id}")
+    """Ask for a round now (a `manual` one in its history); the replica holding the
+    connector's lease runs it. `{connector_id}` is the id or `TENANT/NAME`. 409 while the
+    connector is paused: a paused connector runs no round."""
+    connector = await _find(session, connector_id)
+    if connector.paused:
+        raise Conflict(
+            f"connector {connector_id} is paused: it runs no round; "
+            f"resume it first (POST /v1/connectors/{connector_id}/resume)"
+        )
     await request_sync(session, connector.id, full=full)
     await session.commit()
     worker = getattr(request.app.state, "workers", {}).get(connector.id)
@@ -75,17 +112,63 @@ async def sync_now(
 
 
 @router.post(
-    "/{connector_id}/approve-deletions",
+    "/{connector_id:path}/approve-deletions",
     dependencies=[AdminScope],
     responses=responses(401, 403, 404),
 )
 async def approve(
     connector_id: str, request: Request, session: SessionDep, sync: IndexSyncDep
 ) -> Accepted:
-    connector = await status.find(session, connector_id)
-    if connector is None:
-        raise NotFound(f"no connector {connector_id}")
+    connector = await _find(session, connector_id)
     await session.close()
     count = await approve_deletions(request.app.state.sessionmaker, connector.id)
     await sync.refresh_after_write()
     return Accepted(status="applied", detail=f"{count} held deletions applied")
+
+
+@router.get(
+    "/{connector_id:path}/runs", dependencies=[ReadScope], responses=responses(401, 403, 404, 422)
+)
+async def list_runs(
+    connector_id: str,
+    session: SessionDep,
+    limit: int = Query(default=20, ge=1, le=runs.KEEP),
+) -> RunList:
+    """The connector's rounds, newest first (the newest 1,000 are kept).
+
+    Every round that got the connector's lease has a row: inserted `running` when it starts,
+    given its outcome when it ends (`success`; `held` when the deletion guard holds deletions
+    for approval; `error` with a redacted `error`). A round stopped by SIGTERM, or whose process
+    died, ends as `error` with the error `interrupted` (a dead process's row is closed by the
+    connector's next round). `trigger` says what started it: `schedule`, `manual` (POST
+    .../sync, `roster sync`, a spreadsheet import), `notification` (a Graph change
+    notification) or `startup` (a worker's first round). `round` is `full` when any stream
+    ran a full round. `{connector_id}` is the id or `TENANT/NAME`."""
+    connector = await _find(session, connector_id)
+    return RunList.model_validate({"items": await runs.newest(session, connector.id, limit=limit)})
+
+
+@router.post(
+    "/{connector_id:path}/pause", dependencies=[WriteScope], responses=responses(401, 403, 404)
+)
+async def pause(connector_id: str, session: SessionDep) -> ConnectorStatus:
+    """Stop running rounds (scheduled, manual, notification) until resumed; a round under way
+    finishes. Every replica's worker sees it within 10 s. Lookups go on answering from the
+    mirror until the tenant is stale (`max_staleness`), then answer a temporary failure, never
+    a reject. Env connectors can be paused too: pausing is operational state, not config."""
+    return await _set_paused(session, connector_id, paused=True)
+
+
+@router.post(
+    "/{connector_id:path}/resume", dependencies=[WriteScope], responses=responses(401, 403, 404)
+)
+async def resume(connector_id: str, session: SessionDep) -> ConnectorStatus:
+    """Run rounds again; the round missed while paused runs within 10 s."""
+    return await _set_paused(session, connector_id, paused=False)
+
+
+async def _set_paused(session: SessionDep, connector_id: str, *, paused: bool) -> ConnectorStatus:
+    connector = await _find(session, connector_id)
+    await status.set_paused(session, connector, paused)
+    await session.commit()
+    return ConnectorStatus.model_validate(await status.describe_one(session, connector))

@@ -37,6 +37,7 @@ from app.connectors.graph.notifications import (
     parse,
     verify,
 )
+from app.connectors.runs import Trigger
 from app.connectors.worker import request_sync
 from app.db.upsert import insert_ignore
 
@@ -330,7 +331,7 @@ class InboxAwareSource:
 
 
 class Triggerable(Protocol):
-    def trigger(self, *, full: bool = False) -> None: ...
+    def trigger(self, *, full: bool = False, reason: Trigger = Trigger.MANUAL) -> None: ...
 
 
 class InboxDrainer:
@@ -415,7 +416,7 @@ class InboxDrainer:
             self._asked_at[connector_id] = now
             worker = self.workers.get(connector_id)
             if worker is not None:
-                worker.trigger()
+                worker.trigger(reason=Trigger.NOTIFICATION)
             else:
                 async with self.sessionmaker.begin() as session:
                     await request_sync(session, connector_id, full=False, now=self.clock())

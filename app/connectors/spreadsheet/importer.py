@@ -2,7 +2,8 @@
 
 The caller owns the transaction (the API route commits, the CLI uses `sessionmaker.begin()`), so
 an atomic import is one transaction: it applies every good row or none. Reading the file is
-blocking and happens before, in `read_upload` (a worker thread).
+blocking and happens before, in `read_upload` (a worker thread). An import that is not a dry
+run is a `manual` round in the connector's run history, recorded in the same transaction.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.connectors import guard
+from app.connectors import guard, runs
 from app.connectors.spreadsheet.columns import Field, map_columns
 from app.connectors.spreadsheet.group_targets import FOREIGN_PREFIX, is_foreign
 from app.connectors.spreadsheet.mirror_state import load_state
@@ -99,6 +100,8 @@ async def run_import(
             report.status, report.removes = ImportStatus.HELD, 0
             report.held_deletions = await guard.pending_count(session, connector.id)
     report.message = _message(report, options)
+    if not options.dry_run:
+        await _record_run(session, connector.id, report, options, now)
     session.add(
         SpreadsheetImport(
             id=report.id,
@@ -279,6 +282,40 @@ async def _apply(
     connector.updated_at = now
     await session.flush()
     return held
+
+
+async def _record_run(
+    session: AsyncSession,
+    connector_id: str,
+    report: ImportReport,
+    options: ImportOptions,
+    now: datetime,
+) -> None:
+    held = await guard.pending_count(session, connector_id) if report.applied else 0
+    if report.status is ImportStatus.REJECTED:
+        outcome, error = runs.Outcome.ERROR, f"rejected: {report.error_count} errors in the file"
+    else:
+        outcome = runs.Outcome.HELD if held else runs.Outcome.SUCCESS
+        error = None
+    counts = runs.Counts(
+        pages=1 if report.applied else 0,
+        objects=report.adds + report.updates + report.unchanged if report.applied else 0,
+        added=report.adds if report.applied else 0,
+        updated=report.updates if report.applied else 0,
+        deleted=0 if report.status is ImportStatus.HELD else report.removes,
+        held=held,
+    )
+    await runs.record(
+        session,
+        connector_id,
+        full=options.mode is ImportMode.REPLACE,
+        trigger=runs.Trigger.MANUAL,
+        outcome=outcome,
+        counts=counts,
+        started_at=now,
+        now=now,  # one transaction: it starts and ends with the import
+        error=error,
+    )
 
 
 def _message(report: ImportReport, options: ImportOptions) -> str:
