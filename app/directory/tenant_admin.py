@@ -153,6 +153,10 @@ def _set_policy(tenant: Tenant, policy: dict[str, Any]) -> None:
     for key, value in policy.items():
         if key not in POLICY_FIELDS:
             raise InvalidInput(f"policy.{key}: unknown policy setting")
+        if key != "reject_disabled" and value is not None and value < 0:
+            raise InvalidInput(f"policy.{key}: must be 0 or more (got {value})")
+        if key == "delete_threshold_percent" and value is not None and value > 100:
+            raise InvalidInput(f"policy.{key}: must be at most 100 (got {value})")
         setattr(tenant, key, value)
 
 
