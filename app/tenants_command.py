@@ -1,4 +1,4 @@
-"""`roster tenants …`: manage tenants straight on the database (docs/contracts.md §6).
+"""`roster tenants …`: manage tenants straight on the database (docs/contracts.md §11).
 
 Beside cli.py (which only registers `tenants_cli`) so cli.py stays a thin parser; the rules
 (names, the 409 while a tenant holds domains or connectors, the policy's ranges) live in
