@@ -36,7 +36,7 @@ async def list_tenants(session: SessionDep) -> TenantList:
     "",
     status_code=201,
     dependencies=[AdminScope],
-    responses=responses(400, 401, 403, 409, 422),
+    responses=responses(400, 401, 403, 409, 422, 503),
 )
 async def create_tenant(body: TenantCreate, session: SessionDep, sync: IndexSyncDep) -> TenantRead:
     tenant = await tenant_admin.create_tenant(
@@ -58,7 +58,7 @@ async def get_tenant(name: str, session: SessionDep) -> TenantRead:
 @router.patch(
     "/{name}",
     dependencies=[AdminScope],
-    responses=responses(400, 401, 403, 404, 422),
+    responses=responses(400, 401, 403, 404, 422, 503),
 )
 async def update_tenant(
     name: str, body: TenantUpdate, session: SessionDep, sync: IndexSyncDep
@@ -81,7 +81,7 @@ async def update_tenant(
     "/{name}",
     status_code=204,
     dependencies=[AdminScope],
-    responses=responses(400, 401, 403, 404, 409),
+    responses=responses(400, 401, 403, 404, 409, 503),
 )
 async def delete_tenant(name: str, session: SessionDep, sync: IndexSyncDep) -> Response:
     """Remove a tenant; 409 while it has domains or connectors (named in the detail), and
