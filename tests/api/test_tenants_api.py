@@ -189,3 +189,13 @@ async def test_openapi_documents_the_tenant_routes(client: httpx.AsyncClient) ->
     assert {"get", "patch", "delete"} <= set(paths["/v1/tenants/{name}"])
     assert "409" in paths["/v1/tenants/{name}"]["delete"]["responses"]
     assert "409" in paths["/v1/tenants"]["post"]["responses"]
+
+
+async def test_a_removed_tenant_leaves_the_readiness_metrics(
+    client: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    await add_tenant(client, keys["admin"], "fabrikam")
+    assert 'roster_tenant_ready{tenant="fabrikam"} 1' in (await client.get("/metrics")).text
+    await client.delete("/v1/tenants/fabrikam", headers=auth(keys["admin"]))
+    metrics = (await client.get("/metrics")).text
+    assert 'tenant="fabrikam"' not in metrics and 'roster_tenant_ready{tenant="default"}' in metrics
