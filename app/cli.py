@@ -1,7 +1,7 @@
 """The `roster` command line. Each command parses, builds Settings, and calls a package function.
 
-`lookup`, `status`, `users`, `domains` and `apikey` work straight on the database named by
-ROSTER_DATABASE_URL; no running server is needed.
+`lookup`, `status`, `users`, `domains`, `tenants` and `apikey` work straight on the database
+named by ROSTER_DATABASE_URL; no running server is needed.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import RosterError
 from app.settings import Settings
+from app.tenants_command import tenants_cli
 
 T = TypeVar("T")
 
@@ -36,6 +37,7 @@ graph_cli = typer.Typer(help="Microsoft Graph change notifications.", no_args_is
 cli.add_typer(graph_cli, name="graph")
 connectors_cli = typer.Typer(help="Directory connectors.", no_args_is_help=True)
 cli.add_typer(connectors_cli, name="connectors")
+cli.add_typer(tenants_cli, name="tenants")  # bodies in app/tenants_command.py
 
 out = Console()
 err = Console(stderr=True)
@@ -224,14 +226,15 @@ def apikey_revoke(key: Annotated[str, typer.Argument(help="key id or name")]) ->
 
 @domains_cli.command("add")
 def domains_add(
-    name: str, tenant: Annotated[str, typer.Option(help="tenant name")] = "default"
+    name: str, tenant: Annotated[str, typer.Option(help="an existing tenant's name")] = "default"
 ) -> None:
-    """Accept mail for a domain (routes its addresses to the tenant)."""
-    from app.directory.tenants import add_domain, ensure_tenant
+    """Accept mail for a domain (routes its addresses to the tenant; one tenant per domain)."""
+    from app.directory.tenant_admin import get_or_default
+    from app.directory.tenants import add_domain
 
     async def work(settings: Settings) -> str:
         async def inner(session: AsyncSession) -> str:
-            return (await add_domain(session, await ensure_tenant(session, tenant), name)).name
+            return (await add_domain(session, await get_or_default(session, tenant), name)).name
 
         return await _with_session(settings, inner)
 

@@ -30,6 +30,7 @@ from app.api.routes import (
     health,
     learned,
     lookup,
+    tenants,
     users,
 )
 from app.api.routes import imports as import_routes
@@ -107,7 +108,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.metrics = Metrics()
     install_error_handlers(app)
     install_openapi(app)
-    for module in (lookup, users, groups, domains, changes, connectors, health, learned):
+    for module in (lookup, users, groups, domains, tenants, changes, connectors, health, learned):
         app.include_router(module.router)
     app.include_router(auth_routes.router)
     app.include_router(import_routes.router)

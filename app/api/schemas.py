@@ -98,7 +98,55 @@ class MemberAdd(Strict):
 
 class DomainCreate(Strict):
     name: str
-    tenant: str | None = Field(default=None, description="defaults to the default tenant")
+    tenant: str | None = Field(
+        default=None, description="an existing tenant's name; defaults to the default tenant"
+    )
+
+
+class TenantPolicyBody(Strict):
+    """Overrides of the global settings for one tenant; null inherits the global value."""
+
+    reject_disabled: bool | None = Field(
+        default=None, description="reject disabled mailboxes (ROSTER_REJECT_DISABLED)"
+    )
+    max_staleness: int | None = Field(
+        default=None, ge=0, description="seconds without a sync before lookups tempfail; 0 never"
+    )
+    delete_threshold: int | None = Field(
+        default=None, ge=0, description="hold a round's deletions above this count; 0 disables"
+    )
+    delete_threshold_percent: float | None = Field(
+        default=None, ge=0, le=100, description="also hold above this share of the objects"
+    )
+
+
+class TenantCreate(Strict):
+    name: str = Field(
+        examples=["fabrikam"],
+        description="lower-case slug: a-z, 0-9 and '-', 1-63 characters",
+        max_length=63,
+    )
+    display_name: str | None = Field(default=None, max_length=200, examples=["Fabrikam Ltd"])
+    policy: TenantPolicyBody = Field(default_factory=TenantPolicyBody)
+
+
+class TenantUpdate(Strict):
+    display_name: str | None = Field(default=None, max_length=200)
+    policy: TenantPolicyBody | None = Field(
+        default=None, description="only the keys given change; a key set to null inherits again"
+    )
+
+
+class TenantRead(BaseModel):
+    id: str
+    name: str
+    display_name: str | None
+    created_at: datetime
+    policy: TenantPolicyBody
+
+
+class TenantList(BaseModel):
+    items: list[TenantRead]
 
 
 class DomainRead(BaseModel):

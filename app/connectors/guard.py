@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db.sets import chunks, one_of
 from app.db.upsert import insert_ignore
 from app.directory import service
-from app.directory.models import PendingDeletion, Recipient
+from app.directory.models import PendingDeletion, Recipient, Tenant
 from app.directory.records import ChangeSet
 
 logger = logging.getLogger(__name__)
@@ -29,6 +29,26 @@ logger = logging.getLogger(__name__)
 class GuardSettings:
     threshold: int = 500  # more deletions than this in one round are held; 0 disables the guard
     threshold_percent: float = 0.0  # also hold above this share of the connector's objects
+
+
+async def for_tenant(
+    session: AsyncSession, tenant_id: str, settings: GuardSettings
+) -> GuardSettings:
+    """The deployment's thresholds with the tenant's policy laid over them (None inherits)."""
+    row = (
+        await session.execute(
+            select(Tenant.delete_threshold, Tenant.delete_threshold_percent).where(
+                Tenant.id == tenant_id
+            )
+        )
+    ).first()
+    if row is None:
+        return settings
+    threshold, percent = row
+    return GuardSettings(
+        settings.threshold if threshold is None else threshold,
+        settings.threshold_percent if percent is None else percent,
+    )
 
 
 async def hold(
@@ -82,7 +102,8 @@ async def settle(
 ) -> bool:
     """Apply the held deletions, or keep holding them. Returns True when they stay held.
 
-    `tally`, when given, adds the deletions applied (a round's run history counts them)."""
+    `settings` are the deployment's; the connector's tenant policy overrides them. `tally`, when
+    given, adds the deletions applied (a round's run history counts them)."""
     pending = list(
         await session.scalars(
             select(PendingDeletion.external_id).where(PendingDeletion.connector_id == connector.id)
@@ -90,6 +111,8 @@ async def settle(
     )
     if not pending:
         return False
+    if not approved:
+        settings = await for_tenant(session, connector.tenant_id, settings)
     if not approved and _over_threshold(len(pending), await _live(session, connector.id), settings):
         logger.warning(
             "deletion guard holds deletions: connector=%s pending=%d threshold=%d",

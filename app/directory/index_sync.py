@@ -174,41 +174,60 @@ class IndexSync:
 async def _load_tenants(
     conn: AsyncConnection, index: LookupIndex, max_staleness: timedelta, *, with_domains: bool
 ) -> None:
-    """(Re)read tenants and connector readiness into `index` (cheap: it runs on every poll);
-    domains only for a fresh index, since they decide which addresses it holds."""
-    tenants = index.tenants
-    for tid, name in await conn.execute(select(Tenant.id, Tenant.name)):
-        state = tenants.get(tid) or TenantState(tid, name)
-        state.name = name
-        tenants[tid] = state
-    if with_domains:
-        index.set_domains(
-            {
-                sys.intern(name): tenants[tid]
-                for name, tid in (await conn.execute(select(Domain.name, Domain.tenant_id)))
-            }
-        )
-    ready = dict.fromkeys(tenants, True)
-    stale_after: dict[str, float | None] = dict.fromkeys(tenants)
-    authoritative = [k.value for k in SourceKind if k.is_authoritative]
-    rows = await conn.execute(
-        select(Connector.tenant_id, Connector.first_round_done, Connector.last_success_at).where(
-            Connector.kind.in_(authoritative)
-        )
+    """(Re)read tenants, their policy and connector readiness into `index` (cheap: it runs on
+    every poll); domains only for a fresh index, since they decide which addresses it holds.
+
+    Every query runs before the index changes, so a lookup served meanwhile never sees a
+    tenant whose readiness is not worked out yet."""
+    # Domains before tenants: a tenant with domains cannot be removed, so each one's tenant is
+    # among the rows read next, even when a tenant is added between the two queries.
+    domain_rows = (
+        (await conn.execute(select(Domain.name, Domain.tenant_id))).all() if with_domains else []
     )
-    for tid, done, last_success in rows:
-        if tid not in tenants:
+    tenant_rows = (
+        await conn.execute(
+            select(Tenant.id, Tenant.name, Tenant.reject_disabled, Tenant.max_staleness)
+        )
+    ).all()
+    authoritative = [k.value for k in SourceKind if k.is_authoritative]
+    connector_rows = (
+        await conn.execute(
+            select(
+                Connector.tenant_id, Connector.first_round_done, Connector.last_success_at
+            ).where(Connector.kind.in_(authoritative))
+        )
+    ).all()
+
+    ready: dict[str, bool] = {}
+    stale_after: dict[str, float | None] = {}
+    staleness: dict[str, timedelta] = {}
+    for tid, _, _, seconds in tenant_rows:
+        ready[tid], stale_after[tid] = True, None
+        staleness[tid] = max_staleness if seconds is None else timedelta(seconds=seconds)
+    for tid, done, last_success in connector_rows:
+        if tid not in ready:
             continue
         if not done or last_success is None:
             ready[tid] = False
             continue
-        if max_staleness.total_seconds() > 0:
-            limit = (last_success + max_staleness).timestamp()
+        if staleness[tid].total_seconds() > 0:
+            limit = (last_success + staleness[tid]).timestamp()
             previous = stale_after[tid]
             stale_after[tid] = limit if previous is None else min(previous, limit)
-    for tid, state in tenants.items():
+
+    tenants = index.tenants
+    for tid, name, reject_disabled, _ in tenant_rows:
+        state = tenants.get(tid) or TenantState(tid, name)
+        state.name = name
+        state.reject_disabled = reject_disabled  # the tenant's policy; None inherits
         state.ready = ready[tid]
         state.stale_after = stale_after[tid]
+        tenants[tid] = state
+    routed = {id(state) for state in index.domains.values()}
+    for tid in [t for t in tenants if t not in ready and id(tenants[t]) not in routed]:
+        del tenants[tid]  # a removed tenant (no domains left) no longer counts for readiness
+    if with_domains:
+        index.set_domains({sys.intern(name): tenants[tid] for name, tid in domain_rows})
 
 
 def _return_free_memory() -> None:

@@ -35,7 +35,7 @@ from app.errors import Malformed
 class TenantState:
     """What the index knows about one tenant's mirror: can it vouch for a reject?"""
 
-    __slots__ = ("healthy", "id", "name", "ready", "stale_after")
+    __slots__ = ("healthy", "id", "name", "ready", "reject_disabled", "stale_after")
 
     def __init__(self, tenant_id: str, name: str) -> None:
         self.id = tenant_id
@@ -43,6 +43,10 @@ class TenantState:
         self.ready = False
         self.stale_after: float | None = None  # epoch seconds; None = never stale
         self.healthy = True
+        self.reject_disabled: bool | None = None  # the tenant's policy; None = the global option
+
+    def rejects_disabled(self, default: bool) -> bool:
+        return default if self.reject_disabled is None else self.reject_disabled
 
 
 class Profile(NamedTuple):
@@ -203,7 +207,7 @@ class LookupIndex:
         if entry is not None and entry.tenant is tenant:
             at = entry._primary
             primary = f"{entry.locals[at]}@{entry.domains[at]}"
-            if not entry.profile.enabled and self.options.reject_disabled:
+            if not entry.profile.enabled and tenant.rejects_disabled(self.options.reject_disabled):
                 return REJECT, DISABLED, primary
             return ACCEPT, None, primary
         if not tenant.ready:
@@ -246,7 +250,7 @@ class LookupIndex:
                 entry = table.get(base.rpartition("@")[0])
                 matched = base
         if entry is not None and entry.tenant is tenant:
-            if not entry.profile.enabled and self.options.reject_disabled:
+            if not entry.profile.enabled and tenant.rejects_disabled(self.options.reject_disabled):
                 return Verdict.REJECT, Reason.DISABLED, matched, entry, tenant, None
             return Verdict.ACCEPT, None, matched, entry, tenant, None
         if not tenant.ready:

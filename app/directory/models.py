@@ -12,6 +12,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Float,
     ForeignKey,
     Index,
     String,
@@ -41,6 +42,12 @@ class Tenant(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    display_name: Mapped[str | None] = mapped_column(String(200))
+    # The tenant's policy: each overrides one global setting; NULL inherits it.
+    reject_disabled: Mapped[bool | None] = mapped_column(Boolean)
+    max_staleness: Mapped[int | None] = mapped_column(BigInteger)  # seconds; 0 = never stale
+    delete_threshold: Mapped[int | None] = mapped_column(BigInteger)
+    delete_threshold_percent: Mapped[float | None] = mapped_column(Float)
 
 
 class Domain(Base):

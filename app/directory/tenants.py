@@ -81,7 +81,11 @@ async def add_domain(
     existing = await session.get(Domain, domain_name)
     if existing is not None:
         if existing.tenant_id != tenant.id:
-            raise Conflict(f"domain {domain_name} already belongs to another tenant")
+            owner = await session.get(Tenant, existing.tenant_id)
+            raise Conflict(
+                f"domain {domain_name} already belongs to tenant "
+                f"{owner.name if owner else existing.tenant_id}; a domain routes to one tenant"
+            )
         return existing
     domain = Domain(
         name=domain_name, tenant_id=tenant.id, source=source, created_at=datetime.now(UTC)

@@ -30,6 +30,9 @@ async def test_domains_route_lookups_and_can_be_removed(
 
 async def test_domain_of_another_tenant_is_a_conflict(client: httpx.AsyncClient, app: Any) -> None:
     key = await api_key(app, "write")
+    admin = await api_key(app, "admin")
+    for tenant in ("t1", "t2"):
+        await client.post("/v1/tenants", json={"name": tenant}, headers=auth(admin))
     assert (
         await client.post("/v1/domains", json={"name": "a.com", "tenant": "t1"}, headers=auth(key))
     ).status_code == 201

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Response
 from app.api.deps import IndexSyncDep, ReadScope, SessionDep, WriteScope
 from app.api.errors import responses
 from app.api.schemas import DomainCreate, DomainList, DomainRead
+from app.directory import tenant_admin
 from app.directory import tenants as tenant_service
 
 router = APIRouter(prefix="/v1/domains", tags=["domains"])
@@ -27,10 +28,12 @@ async def list_domains(session: SessionDep) -> DomainList:
     "",
     status_code=201,
     dependencies=[WriteScope],
-    responses=responses(400, 401, 403, 409, 422),
+    responses=responses(400, 401, 403, 404, 409, 422),
 )
 async def add_domain(body: DomainCreate, session: SessionDep, sync: IndexSyncDep) -> DomainRead:
-    tenant = await tenant_service.ensure_tenant(
+    """Accept a domain for a tenant (404 if the tenant does not exist); a domain routes to one
+    tenant, so one already owned by another tenant is a 409 naming the owner."""
+    tenant = await tenant_admin.get_or_default(
         session, body.tenant or tenant_service.DEFAULT_TENANT
     )
     domain = await tenant_service.add_domain(session, tenant, body.name)

@@ -90,7 +90,7 @@ async def run_import(
         state=state,
         refused_addresses=sheet.refused_addresses,
         add_domains=options.add_domains,
-        guard=options.guard,
+        guard=await guard.for_tenant(session, tenant.id, options.guard),
     )
     report = _report(sheet, plan, filename=filename, options=options, now=now)
     report.tenant, report.connector = tenant.name, connector.name
