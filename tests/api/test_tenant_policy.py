@@ -159,6 +159,8 @@ async def test_a_tenant_threshold_holds_deletions_the_global_one_would_apply(
     strict = await hold_three_deletions(app, "fabrikam", "fabrikam.com")
     lenient = await hold_three_deletions(app, "default", "contoso.com")
     deployment = guard.GuardSettings(threshold=500)  # three deletions are well under it
+    for address in ("u0@fabrikam.com", "u0@contoso.com"):  # the index has seen both rounds
+        await eventually(client, keys, address, ("accept", None))
 
     async with sessions(app).begin() as session:
         now = datetime.now(UTC)
