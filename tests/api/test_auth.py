@@ -65,9 +65,7 @@ async def test_each_scope_gets_exactly_its_routes_and_403_for_the_others(
 ) -> None:
     admin = await api_key(app, "admin")
     await api_domain(client, admin, "contoso.com")
-    alice = await client.post(
-        "/v1/users", json={"email": "alice@contoso.com"}, headers=auth(admin)
-    )
+    alice = await client.post("/v1/users", json={"email": "alice@contoso.com"}, headers=auth(admin))
     assert alice.status_code == 201, alice.text
     async with app.app.app.state.sessionmaker.begin() as session:
         connector = await make_connector(session, SourceKind.GRAPH, name="graph")
