@@ -229,20 +229,3 @@ async def test_concurrent_notifications_share_commits(
         count = await session.scalar(select(func.count()).select_from(WebhookInbox))
     assert count == 200
     assert receiver(hooks).writer.commits < 200
-
-
-async def test_the_documented_routes_answer_like_the_fast_path(fastapi_only: Any) -> None:
-    """Without `create_asgi`'s fast path, FastAPI's routes give the same answers."""
-    async with (
-        fastapi_only.router.lifespan_context(fastapi_only),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=fastapi_only), base_url="http://roster.test"
-        ) as client,
-    ):
-        shake = await client.post(f"/v1/graph/lifecycle?validationToken={quote(TOKEN)}")
-        assert (shake.status_code, shake.text) == (200, TOKEN)
-        assert shake.headers["content-type"].startswith("text/plain")
-        bad = await client.post("/v1/graph/notifications", content=b"{nope")
-        assert (bad.status_code, bad.json()["error"]) == (400, "Malformed")
-        unknown = await client.post("/v1/graph/notifications", json={"value": [note()]})
-        assert (unknown.status_code, unknown.content) == (202, b"")
