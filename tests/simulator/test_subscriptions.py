@@ -90,7 +90,7 @@ def service(sim: RunningSimulator) -> Iterator[SubscriptionService]:
     svc.stop()
 
 
-def wait_for(check: Callable[[], bool], timeout: float = 10.0) -> None:
+def wait_for(check: Callable[[], bool], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < deadline, "condition not reached in time"
