@@ -28,8 +28,9 @@ from app.db.migrate import upgrade
 from app.main import create_app, create_asgi
 from app.settings import Settings
 
-# The Samba AD DC fixture (`samba_dc`), shared by the LDAP connector and the auth API tests.
-pytest_plugins = ["tests.connectors.ldap.samba"]
+# The Samba AD DC fixture (`samba_dc`), shared by the LDAP connector and the auth API tests;
+# one Graph simulator server per session (`simulator_server`), shared by every Graph test.
+pytest_plugins = ["tests.connectors.ldap.samba", "tests.graph_simulator"]
 
 POSTGRES_URL = os.environ.get(
     "ROSTER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -249,6 +249,7 @@ async def test_error_messages_never_contain_tokens(
     assert "deltatoken" in str(caught.value)
 
 
+@pytest.mark.private_simulator
 async def test_unreachable_graph_is_a_temporary_error(
     graph_client: GraphClient, simulator: RunningSimulator
 ) -> None:
@@ -258,6 +259,7 @@ async def test_unreachable_graph_is_a_temporary_error(
         await graph_client.fetch_domains()
 
 
+@pytest.mark.private_simulator
 async def test_unreachable_token_endpoint_is_a_temporary_error(
     simulator: RunningSimulator, credential_factory
 ) -> None:
