@@ -74,6 +74,11 @@ def make_test_database(kind: str, tmp_path_factory: pytest.TempPathFactory) -> t
     return url.render_as_string(hide_password=False), drop
 
 
+# For tests that need a database only because the app does (nothing engine-specific is
+# exercised: request parsing, handshakes, CLI errors): SQLite alone instead of once per engine.
+one_engine = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
 def database_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory

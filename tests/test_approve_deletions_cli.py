@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from tests.conftest import one_engine
 from tests.connectors.spreadsheet.files import csv_bytes
 from tests.factories import make_domain
 
@@ -77,6 +78,7 @@ async def test_held_deletions_stay_accepted_until_approved_then_are_gone(
     assert (again.returncode, again.stdout.strip()) == (0, "applied 0 held deletions")
 
 
+@one_engine
 async def test_an_unknown_connector_is_a_clear_error(db: str) -> None:
     result = roster(db, "approve-deletions", "nope")
     assert result.returncode == 1

@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from app.settings import Settings
+from tests.conftest import one_engine
 
 TOKEN = "Validation: Testing client application reachability for subscription <&>\"' +%"
 NOTE = {
@@ -37,6 +38,7 @@ REQUESTS: list[tuple[str, str, bytes]] = [
     ("too-many-items", "/v1/graph/notifications", orjson.dumps({"value": [{}] * 1001})),
 ]
 HEADERS = ("content-type", "content-length", "retry-after")
+pytestmark = one_engine  # the database only backs the app; no request here is stored
 
 
 @pytest.fixture

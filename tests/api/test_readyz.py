@@ -13,6 +13,7 @@ import httpx
 from app.db.engine import create_engine, create_sessionmaker
 from app.directory.models import Connector
 from app.directory.records import SourceKind
+from tests.conftest import one_engine
 from tests.factories import make_connector
 
 
@@ -57,6 +58,7 @@ async def test_not_ready_before_the_first_sync_then_ready_after_it(
     await eventually_ready(client)
 
 
+@one_engine  # the broken database is a SQLite file either way
 async def test_not_ready_while_the_database_is_down(
     client: httpx.AsyncClient, app: Any, tmp_path: Path
 ) -> None:
