@@ -176,7 +176,9 @@ async def _load_tenants(
 ) -> None:
     """(Re)read tenants and connector readiness into `index` (cheap: it runs on every poll);
     domains only for a fresh index, since they decide which addresses it holds."""
-    tenants = index.tenants
+    # A tenant seen for the first time is published only once its readiness is read: in
+    # between (an await) lookups and /readyz would find it "not ready" for no reason.
+    tenants = dict(index.tenants)
     for tid, name in await conn.execute(select(Tenant.id, Tenant.name)):
         state = tenants.get(tid) or TenantState(tid, name)
         state.name = name
@@ -209,6 +211,7 @@ async def _load_tenants(
     for tid, state in tenants.items():
         state.ready = ready[tid]
         state.stale_after = stale_after[tid]
+    index.tenants.update(tenants)
 
 
 def _return_free_memory() -> None:

@@ -18,8 +18,7 @@ from tests.factories import make_connector
 
 
 async def eventually_ready(client: httpx.AsyncClient, limit: float = 30.0) -> None:
-    """The index poller publishes a newly seen tenant before it has read its connectors, so
-    one poll may briefly call it not ready: wait for the settled answer, with a generous bound."""
+    """Readiness follows the index poller (every 50 ms here): wait, with a generous bound."""
     deadline = time.monotonic() + limit
     while (answer := await client.get("/readyz")).status_code != 200:
         assert time.monotonic() < deadline, answer.text
