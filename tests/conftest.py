@@ -28,8 +28,9 @@ from app.db.migrate import upgrade
 from app.main import create_app, create_asgi
 from app.settings import Settings
 
-# The Samba AD DC fixture (`samba_dc`), shared by the LDAP connector and the auth API tests.
-pytest_plugins = ["tests.connectors.ldap.samba"]
+# The Samba AD DC fixture (`samba_dc`), shared by the LDAP connector and the auth API tests;
+# one Graph simulator server per session (`simulator_server`), shared by every Graph test.
+pytest_plugins = ["tests.connectors.ldap.samba", "tests.graph_simulator"]
 
 POSTGRES_URL = os.environ.get(
     "ROSTER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -72,6 +73,11 @@ def make_test_database(kind: str, tmp_path_factory: pytest.TempPathFactory) -> t
 
     url = make_url(POSTGRES_URL).set(drivername="postgresql+psycopg", database=name)
     return url.render_as_string(hide_password=False), drop
+
+
+# For tests that need a database only because the app does (nothing engine-specific is
+# exercised: request parsing, handshakes, CLI errors): SQLite alone instead of once per engine.
+one_engine = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])

@@ -16,7 +16,7 @@ from app.db.engine import create_sessionmaker
 from app.mailproto import netstring
 from app.main import create_app
 from app.settings import Settings
-from tests.conftest import empty_tables
+from tests.conftest import empty_tables, one_engine
 from tests.factories import api_domain, make_key
 
 
@@ -47,6 +47,7 @@ async def ask_policy(port: int, **attributes: str) -> bytes:
     return reply
 
 
+@one_engine  # listeners and sockets: the database only backs the index
 @pytest.mark.skipif(not has_ipv6(), reason="no IPv6 loopback here")
 async def test_lifespan_starts_configured_listeners_on_ipv4_and_ipv6(
     database_url: str, engine: AsyncEngine
@@ -72,6 +73,7 @@ async def test_lifespan_starts_configured_listeners_on_ipv4_and_ipv6(
     await empty_tables(engine)
 
 
+@one_engine
 async def test_no_listen_address_means_no_listener(app: Any) -> None:
     assert app.app.app.state.mail.listeners == []
 

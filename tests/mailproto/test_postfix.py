@@ -6,6 +6,8 @@ docs/contracts.md §7.
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from .conftest import RosterPostfix
@@ -109,11 +111,40 @@ async def test_roster_down_defers_never_accepts_or_rejects(
     assert all(reply.startswith("451 4.3.") for reply in replies.values()), replies
 
 
-async def test_listeners_survive_all_of_the_above(roster_postfix: RosterPostfix) -> None:
-    probe = await roster_postfix.probe("socketmap")
-    assert await probe.rcpt("alice@example.com") == "250 2.1.5 Ok"
-    await probe.close()
+async def test_listeners_keep_answering_after_errors_junk_and_vanishing_clients(
+    roster_postfix: RosterPostfix,
+) -> None:
+    """Self-contained: this test sends the harmful input itself, whatever ran before it."""
+    hostile = ["boom@example.com", "x@slow.example", '"we ird"@example.com', "a@elsewhere.org"]
+    for mode in ALL_MODES:  # resolver errors, tempfails and odd addresses through Postfix
+        probe = await roster_postfix.probe(mode)
+        replies = await probe.rcpts(hostile)
+        await probe.close()
+        assert not any(reply.startswith("250") for reply in replies.values()), (mode, replies)
+    junk = [b"GET / HTTP/1.1\r\n\r\n", b"99999999999", b"3:abcX", b"\x00\xff" * 600, b"12:recip"]
+    for name, listener in roster_postfix.listeners.items():
+        for data in junk:  # straight at the listener, hanging up without reading the answer
+            _, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+            writer.write(data)
+            await writer.drain()
+            writer.transport.abort()
+        assert listener.server is not None and listener.server.is_serving(), name
+
+    # Every listener still answers, directly and through Postfix.
+    sm = await asyncio.open_connection("127.0.0.1", roster_postfix.listeners["socketmap"].port)
+    sm[1].write(b"28:recipients alice@example.com,")
+    assert await asyncio.wait_for(sm[0].readuntil(b","), 10) == b"20:OK alice@example.com,"
+    sm[1].close()
+    tcp = await asyncio.open_connection("127.0.0.1", roster_postfix.listeners["tcp_table"].port)
+    tcp[1].write(b"get alice@example.com\n")
+    assert await asyncio.wait_for(tcp[0].readline(), 10) == b"200 alice@example.com\n"
+    tcp[1].close()
+    for mode in [*ALL_MODES, "policy_trusted"]:
+        probe = await roster_postfix.probe(mode)
+        assert await probe.rcpt("alice@example.com") == "250 2.1.5 Ok", mode
+        await probe.close()
     assert "fatal" not in roster_postfix.postfix.maillog()
+    assert "panic" not in roster_postfix.postfix.maillog()
 
 
 async def test_postmap_queries_every_map(roster_postfix: RosterPostfix) -> None:

@@ -1,20 +1,15 @@
-"""The Graph simulator served over HTTPS from a background thread, and an httpx client for it."""
+"""A small seeded tenant on the session's Graph simulator, and an httpx client for it."""
 
 from __future__ import annotations
 
 import ssl
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from app.simulator.graph import RunningSimulator, SimulatorState, TenantSpec, start_in_thread
-
-
-@pytest.fixture(scope="session")
-def sim_cert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("sim-certs")
+from app.simulator.graph import RunningSimulator, SimulatorState, TenantSpec
+from tests.graph_simulator import SimulatorServer, running_simulator
 
 
 @pytest.fixture
@@ -28,10 +23,12 @@ def sim_state() -> SimulatorState:
 
 
 @pytest.fixture
-def sim(sim_state: SimulatorState, sim_cert_dir: Path) -> Iterator[RunningSimulator]:
-    running = start_in_thread(sim_state, cert_dir=sim_cert_dir)
-    yield running
-    running.stop()
+def sim(
+    request: pytest.FixtureRequest, sim_state: SimulatorState, simulator_server: SimulatorServer
+) -> Iterator[RunningSimulator]:
+    """This test's tenant on the session's simulator server (tests/graph_simulator.py)."""
+    with running_simulator(request, simulator_server, sim_state) as running:
+        yield running
 
 
 @pytest.fixture

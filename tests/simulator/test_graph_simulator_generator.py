@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from statistics import median
-
 from app.simulator.graph import SimulatorState, TenantSpec
 from app.simulator.graph.delta import DeltaEngine
 
@@ -57,17 +54,18 @@ def test_expected_map_excludes_what_is_never_deliverable() -> None:
     assert not upns_only & set(expected)
 
 
-def test_large_tenant_is_generated_and_paged_in_linear_time() -> None:
-    started = time.perf_counter()
+def test_a_large_tenant_is_generated_and_paged_completely_in_full_and_incremental_rounds() -> None:
+    """Every object and membership reaches the last page; 1,000 changes make one incremental
+    round. Generation and paging speed at 100,000 users is measured by bench/graph_bench.py."""
     state = SimulatorState.seeded(
-        TenantSpec(users=100_000, groups=10_000, contacts=1_000, memberships=1_000_000), seed=3
+        TenantSpec(users=20_000, groups=2_000, contacts=200, memberships=200_000),
+        seed=3,
+        page_size=200,
+        members_page_size=500,
     )
-    generated = time.perf_counter() - started
     snapshot = state.snapshot()
-    assert snapshot["users"] == 100_000
-    assert snapshot["groups"] == 10_000
-    assert snapshot["memberships"] >= 990_000
-    assert generated < 30
+    assert (snapshot["users"], snapshot["groups"]) == (20_000, 2_000)
+    assert snapshot["memberships"] >= 198_000
 
     engine: DeltaEngine = state.delta
     links = {}
@@ -76,40 +74,35 @@ def test_large_tenant_is_generated_and_paged_in_linear_time() -> None:
         ("groups", ["mail", "members"]),
     ):
         page = engine.start(resource, select, None)
-        timings: list[float] = []
-        objects = members = 0
+        ids: set[str] = set()
+        members = pages = 0
         while True:
-            objects += len(page.values)
+            pages += 1
+            ids.update(v["id"] for v in page.values)
             members += sum(len(v.get("members@delta", ())) for v in page.values)
             if page.next_token is None:
                 break
-            tick = time.perf_counter()
             page = engine.resume(resource, page.next_token)
-            timings.append(time.perf_counter() - tick)
+        assert pages > 10  # crossed many pages, not one big answer
         if resource == "users":
-            assert objects == 100_000
+            assert ids == set(state.store.live["users"])
         else:
+            assert ids == set(state.store.live["groups"])
             assert members == snapshot["memberships"]
         links[resource] = page.delta_token
-        # The last pages cost what the first ones did (medians: one garbage collection over a
-        # million objects can stall any single page for a few hundred milliseconds).
-        tenth = max(1, len(timings) // 10)
-        early, late = median(timings[:tenth]), median(timings[-tenth:])
-        assert late < 5 * early + 0.0005
 
-    # An incremental round of 1,000 changes, deletions included, stays cheap.
-    started = time.perf_counter()
+    # An incremental round of 1,000 changes, deletions included, returns exactly those objects.
     user_ids = list(state.store.live["users"])[:1000]
     for index, user_id in enumerate(user_ids):
         if index % 2:
             state.delete(user_id)
         else:
             state.add_alias(user_id, f"moved{index}@contoso.com")  # a selected property
-    changed = time.perf_counter() - started
     page = engine.start("users", None, links["users"])
     values = list(page.values)
     while page.next_token is not None:
         page = engine.resume("users", page.next_token)
         values.extend(page.values)
-    assert len(values) == 1000
-    assert changed + (time.perf_counter() - started) < 10
+    assert {v["id"] for v in values} == set(user_ids)
+    removed = {v["id"] for v in values if "@removed" in v}
+    assert removed == set(user_ids[1::2])

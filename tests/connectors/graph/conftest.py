@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
@@ -16,12 +15,8 @@ from app.connectors.base import ChangeSet, RecipientRecord
 from app.connectors.graph.client import GraphClient
 from app.connectors.graph.credentials import CredentialFactory, build_credential
 from app.connectors.graph.mapping import accepted_domains, map_page
-from app.simulator.graph import RunningSimulator, SimulatorState, TenantSpec, start_in_thread
-
-
-@pytest.fixture(scope="session")
-def simulator_cert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("graph-sim-certs")
+from app.simulator.graph import RunningSimulator, SimulatorState, TenantSpec
+from tests.graph_simulator import SimulatorServer, running_simulator
 
 
 @pytest.fixture
@@ -37,11 +32,13 @@ def simulator_state() -> SimulatorState:
 
 @pytest.fixture
 def simulator(
-    simulator_state: SimulatorState, simulator_cert_dir: Path
+    request: pytest.FixtureRequest,
+    simulator_state: SimulatorState,
+    simulator_server: SimulatorServer,
 ) -> Iterator[RunningSimulator]:
-    running = start_in_thread(simulator_state, cert_dir=simulator_cert_dir)
-    yield running
-    running.stop()
+    """This test's tenant on the session's simulator server (tests/graph_simulator.py)."""
+    with running_simulator(request, simulator_server, simulator_state) as running:
+        yield running
 
 
 @pytest.fixture

@@ -83,7 +83,7 @@ async def serve(settings: Settings) -> AsyncIterator[FastAPI]:
         await asyncio.wait_for(task, 20)
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], limit: float = 10.0) -> float:
+async def eventually(check: Callable[[], Awaitable[bool]], limit: float = 30.0) -> float:
     started = time.monotonic()
     while not await check():
         assert time.monotonic() - started < limit, "condition not reached in time"

