@@ -63,13 +63,11 @@ class KeyInfo:
     def allows(self, tenant_id: str | None) -> bool:
         return self.tenants is None or tenant_id in self.tenants
 
-    def check(self, tenant_id: str | None, what: str) -> None:
-        """A tenant key reaching for another tenant's object: 404, as if it were absent."""
+    def check(self, tenant_id: str | None, absent: str) -> None:
+        """A tenant key reaching for another tenant's object: 404 with `absent`, the very
+        message the route gives for an object that does not exist."""
         if not self.allows(tenant_id):
-            raise NotFound(f"{what} does not exist")
-
-
-GLOBAL_ADMIN = KeyInfo.of([Scope.ADMIN.value], None)
+            raise NotFound(absent)
 
 
 def hash_key(key: str) -> str:
@@ -79,15 +77,12 @@ def hash_key(key: str) -> str:
 async def tenant_ids_of(session: AsyncSession, names: list[str]) -> list[str]:
     """Tenant names to ids; an unknown name is bad input naming it."""
     wanted = sorted({n.strip() for n in names})
-    rows = dict(
-        (await session.execute(select(Tenant.name, Tenant.id).where(Tenant.name.in_(wanted))))
-        .tuples()
-        .all()
-    )
-    missing = [n for n in wanted if n not in rows]
+    query = select(Tenant.name, Tenant.id).where(Tenant.name.in_(wanted))
+    found: dict[str, str] = {name: tenant_id for name, tenant_id in await session.execute(query)}
+    missing = [n for n in wanted if n not in found]
     if missing:
         raise InvalidInput(f"unknown tenant: {', '.join(missing)}")
-    return [rows[n] for n in wanted]
+    return [found[n] for n in wanted]
 
 
 async def create_key(
@@ -122,7 +117,8 @@ async def list_keys(session: AsyncSession) -> list[ApiKey]:
 
 async def describe_keys(session: AsyncSession, rows: list[ApiKey]) -> list[dict[str, Any]]:
     """What may be shown of keys: never the hash, never the key."""
-    names = dict((await session.execute(select(Tenant.id, Tenant.name))).tuples().all())
+    tenant_rows = await session.execute(select(Tenant.id, Tenant.name))
+    names: dict[str, str] = {tenant_id: name for tenant_id, name in tenant_rows}
     return [
         {
             "id": row.id,

@@ -41,7 +41,7 @@ async def add_domain(
     tenant, so one already owned by another tenant is a 409 naming the owner."""
     name = body.tenant or tenant_service.DEFAULT_TENANT
     tenant = await tenant_admin.get_or_default(session, name)
-    key.check(tenant.id, f"tenant {name}")
+    key.check(tenant.id, f"tenant {name} does not exist")
     domain = await tenant_service.add_domain(session, tenant, body.name)
     await session.commit()
     await sync.refresh_after_write()
@@ -60,7 +60,7 @@ async def remove_domain(
 ) -> Response:
     if key.tenants is not None:
         domain = await tenant_service.find_domain(session, name)
-        key.check(domain.tenant_id if domain else None, f"domain {name}")
+        key.check(domain.tenant_id if domain else None, f"domain {name} is not an accepted domain")
     await tenant_service.remove_domain(session, name)
     await session.commit()
     await sync.refresh_after_write()

@@ -54,7 +54,7 @@ async def create_tenant(body: TenantCreate, session: SessionDep, sync: IndexSync
 
 async def _visible(session: SessionDep, key: ReadKey, name: str) -> Tenant:
     tenant = await tenant_admin.get_tenant(session, name)
-    key.check(tenant.id, f"tenant {name}")
+    key.check(tenant.id, f"tenant {name} does not exist")
     return tenant
 
 
