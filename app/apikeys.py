@@ -78,7 +78,7 @@ async def tenant_ids_of(session: AsyncSession, names: list[str]) -> list[str]:
     """Tenant names to ids; an unknown name is bad input naming it."""
     wanted = sorted({n.strip() for n in names})
     query = select(Tenant.name, Tenant.id).where(Tenant.name.in_(wanted))
-    found: dict[str, str] = {name: tenant_id for name, tenant_id in await session.execute(query)}
+    found: dict[str, str] = {row.name: row.id for row in await session.execute(query)}
     missing = [n for n in wanted if n not in found]
     if missing:
         raise InvalidInput(f"unknown tenant: {', '.join(missing)}")
@@ -118,7 +118,7 @@ async def list_keys(session: AsyncSession) -> list[ApiKey]:
 async def describe_keys(session: AsyncSession, rows: list[ApiKey]) -> list[dict[str, Any]]:
     """What may be shown of keys: never the hash, never the key."""
     tenant_rows = await session.execute(select(Tenant.id, Tenant.name))
-    names: dict[str, str] = {tenant_id: name for tenant_id, name in tenant_rows}
+    names: dict[str, str] = {row.id: row.name for row in tenant_rows}
     return [
         {
             "id": row.id,

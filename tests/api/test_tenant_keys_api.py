@@ -126,6 +126,10 @@ BODIES: dict[tuple[str, str], Any] = {
 }
 
 
+# Objects whose tenant is the domain of their address: the 422 an unaccepted domain gets.
+CREATED_BY_ADDRESS = {("POST", "/v1/users"), ("POST", "/v1/groups")}
+
+
 async def call(
     client: httpx.AsyncClient, method: str, path: str, world: dict[str, Any], key: str
 ) -> httpx.Response:
@@ -159,6 +163,11 @@ async def test_every_route_answers_a_key_of_another_tenant_as_if_contoso_were_ab
                 assert response.status_code == 200, where
                 [item] = response.json()["items"]
                 assert (item["verdict"], item["reason"]) == ("reject", "domain_not_accepted")
+            elif (method, path) in CREATED_BY_ADDRESS:
+                # contoso's domain is, to this key, a domain nobody accepted
+                assert response.status_code == 422, where
+                detail = response.json()["detail"]
+                assert "is not an accepted domain (accepted: fabrikam.example;" in detail, where
             elif method == "GET" and "{" not in path and response.status_code == 200:
                 # a list the key may read: filtered, nothing of contoso in it
                 assert "contoso" not in response.text, where
@@ -182,6 +191,8 @@ async def test_every_route_answers_a_key_of_another_tenant_as_if_contoso_were_ab
     assert [m["id"] for m in members.json()["items"]] == [world["alice"]]
     tenants = (await client.get("/v1/tenants", headers=admin)).json()["items"]
     assert "mallory" not in {t["name"] for t in tenants}
+    users = (await client.get("/v1/users", headers=admin)).json()["items"]
+    assert "mallory@contoso.example" not in {u["email"] for u in users}
 
 
 async def test_a_tenant_key_sees_and_changes_its_own_tenant(
@@ -199,6 +210,31 @@ async def test_a_tenant_key_sees_and_changes_its_own_tenant(
     domains = (await client.get("/v1/domains", headers=h)).json()["items"]
     assert {d["name"] for d in domains} == {"fabrikam.example", "fab2.example"}
     assert (await client.delete("/v1/domains/fab2.example", headers=h)).status_code == 204
+    # its users and groups, and only those
+    made = await client.post("/v1/users", json={"email": "dave@fabrikam.example"}, headers=h)
+    assert made.status_code == 201, made.text
+    users = (await client.get("/v1/users", headers=h)).json()
+    assert {u["email"] for u in users["items"]} == {"bob@fabrikam.example", "dave@fabrikam.example"}
+    assert users["total"] == 2
+    group = await client.post(
+        "/v1/groups",
+        json={"display_name": "Fab", "email": "all@fabrikam.example", "members": [world["bob"]]},
+        headers=h,
+    )
+    assert group.status_code == 201, group.text
+    members = await client.get(f"/v1/groups/{group.json()['id']}/members", headers=h)
+    assert [m["email"] for m in members.json()["items"]] == ["bob@fabrikam.example"]
+    groups = (await client.get("/v1/groups", headers=h)).json()["items"]
+    assert [g["email"] for g in groups] == ["all@fabrikam.example"]
+    smuggled = await client.post(
+        f"/v1/groups/{group.json()['id']}/members", json={"member": world["alice"]}, headers=h
+    )
+    assert smuggled.status_code == 404  # contoso's alice is absent to this key
+    patched = await client.patch(
+        f"/v1/users/{made.json()['id']}", json={"display_name": "Dave"}, headers=h
+    )
+    assert patched.status_code == 200 and patched.json()["display_name"] == "Dave"
+    assert (await client.delete(f"/v1/users/{made.json()['id']}", headers=h)).status_code == 204
     # its lookups answer for its own domains as a global key's do
     answer = (await lookup(client, world["fabrikam_admin"], "bob@fabrikam.example")).json()
     assert (answer["verdict"], answer["tenant"]) == ("accept", "fabrikam")

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from app.api.deps import IndexDep, LookupKey, ReadScope, SessionDep
+from app.api.deps import IndexDep, LookupKey, ReadKey, SessionDep
 from app.api.errors import responses
 from app.api.lookup_http import render, safe_lookup
 from app.api.responses import RawAnswer
@@ -76,15 +76,15 @@ async def lookup_batch(
 
 @router.get(
     "/{address}/groups",
-    dependencies=[ReadScope],
     responses=responses(400, 401, 403, 404),
     summary="Groups an address belongs to",
 )
 async def groups_of_address(
-    address: str, session: SessionDep, transitive: bool = Query(default=False)
+    address: str, session: SessionDep, key: ReadKey, transitive: bool = Query(default=False)
 ) -> RecipientList:
-    recipient = await find_by_address(session, address)
+    recipient = await find_by_address(session, address, key.tenants)
     found = await group_service.groups_of(session, recipient, transitive=transitive)
+    found = [g for g in found if key.allows(g.tenant_id)]
     return RecipientList.model_validate(
         {"items": await describe(session, found), "total": len(found)}
     )
