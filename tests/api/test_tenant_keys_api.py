@@ -235,6 +235,10 @@ async def test_a_tenant_key_sees_and_changes_its_own_tenant(
     )
     assert patched.status_code == 200 and patched.json()["display_name"] == "Dave"
     assert (await client.delete(f"/v1/users/{made.json()['id']}", headers=h)).status_code == 204
+    changes = (await client.get("/v1/changes", headers=h)).json()["items"]
+    assert changes and {c["tenant"] for c in changes} == {"fabrikam"}
+    everything = (await client.get("/v1/changes", headers=auth(world["admin"]))).json()["items"]
+    assert {c["tenant"] for c in everything} >= {"contoso", "fabrikam"}
     # its lookups answer for its own domains as a global key's do
     answer = (await lookup(client, world["fabrikam_admin"], "bob@fabrikam.example")).json()
     assert (answer["verdict"], answer["tenant"]) == ("accept", "fabrikam")
