@@ -239,6 +239,13 @@ async def test_a_tenant_key_sees_and_changes_its_own_tenant(
     assert changes and {c["tenant"] for c in changes} == {"fabrikam"}
     everything = (await client.get("/v1/changes", headers=auth(world["admin"]))).json()["items"]
     assert {c["tenant"] for c in everything} >= {"contoso", "fabrikam"}
+    connectors = (await client.get("/v1/connectors", headers=h)).json()["items"]
+    assert connectors and {c["tenant"] for c in connectors} == {"fabrikam"}
+    own = connectors[0]["id"]
+    paused = await client.post(f"/v1/connectors/{own}/pause", headers=h)
+    assert paused.status_code == 200 and paused.json()["paused"] is True
+    assert (await client.post(f"/v1/connectors/{own}/resume", headers=h)).status_code == 200
+    assert (await client.get(f"/v1/connectors/{own}/runs", headers=h)).status_code == 200
     # its lookups answer for its own domains as a global key's do
     answer = (await lookup(client, world["fabrikam_admin"], "bob@fabrikam.example")).json()
     assert (answer["verdict"], answer["tenant"]) == ("accept", "fabrikam")
