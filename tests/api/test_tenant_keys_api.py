@@ -128,6 +128,7 @@ BODIES: dict[tuple[str, str], Any] = {
 
 # Objects whose tenant is the domain of their address: the 422 an unaccepted domain gets.
 CREATED_BY_ADDRESS = {("POST", "/v1/users"), ("POST", "/v1/groups")}
+SEEN_BY_ADDRESS = {("POST", "/v1/learned")}  # a sighting in contoso's domain: not accepted
 
 
 async def call(
@@ -168,6 +169,9 @@ async def test_every_route_answers_a_key_of_another_tenant_as_if_contoso_were_ab
                 assert response.status_code == 422, where
                 detail = response.json()["detail"]
                 assert "is not an accepted domain (accepted: fabrikam.example;" in detail, where
+            elif (method, path) in SEEN_BY_ADDRESS:
+                assert response.status_code == 422, where
+                assert "is not an accepted domain" in response.json()["detail"], where
             elif method == "GET" and "{" not in path and response.status_code == 200:
                 # a list the key may read: filtered, nothing of contoso in it
                 assert "contoso" not in response.text, where
@@ -193,6 +197,8 @@ async def test_every_route_answers_a_key_of_another_tenant_as_if_contoso_were_ab
     assert "mallory" not in {t["name"] for t in tenants}
     users = (await client.get("/v1/users", headers=admin)).json()["items"]
     assert "mallory@contoso.example" not in {u["email"] for u in users}
+    learned = (await client.get("/v1/learned", headers=admin)).json()["items"]
+    assert [(i["address"], i["count"]) for i in learned] == [("printer@contoso.example", 1)]
 
 
 async def test_a_tenant_key_sees_and_changes_its_own_tenant(
@@ -246,6 +252,12 @@ async def test_a_tenant_key_sees_and_changes_its_own_tenant(
     assert paused.status_code == 200 and paused.json()["paused"] is True
     assert (await client.post(f"/v1/connectors/{own}/resume", headers=h)).status_code == 200
     assert (await client.get(f"/v1/connectors/{own}/runs", headers=h)).status_code == 200
+    sender = await client.post("/v1/learned", json={"address": "scan@fabrikam.example"}, headers=h)
+    assert sender.status_code == 200, sender.text
+    learned = (await client.get("/v1/learned", headers=h)).json()
+    assert [i["address"] for i in learned["items"]] == ["scan@fabrikam.example"]
+    assert learned["total"] == 1
+    assert (await client.delete("/v1/learned/scan@fabrikam.example", headers=h)).status_code == 204
     # its lookups answer for its own domains as a global key's do
     answer = (await lookup(client, world["fabrikam_admin"], "bob@fabrikam.example")).json()
     assert (answer["verdict"], answer["tenant"]) == ("accept", "fabrikam")
