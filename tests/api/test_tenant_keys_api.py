@@ -258,6 +258,21 @@ async def test_a_tenant_key_sees_and_changes_its_own_tenant(
     assert [i["address"] for i in learned["items"]] == ["scan@fabrikam.example"]
     assert learned["total"] == 1
     assert (await client.delete("/v1/learned/scan@fabrikam.example", headers=h)).status_code == 204
+    upload = await client.post(
+        "/v1/imports",
+        files={"file": ("f.csv", csv_bytes([["email"], ["erin@fabrikam.example"]]), "text/csv")},
+        headers=auth(world["admin"]),
+    )
+    own_import = (await created(upload))["id"]
+    shown = await client.get(f"/v1/imports/{own_import}", headers=h)
+    assert shown.status_code == 200 and shown.json()["tenant"] == "fabrikam"
+    # ...while uploading stays with global keys (the route is not open to tenant keys)
+    refused = await client.post(
+        "/v1/imports",
+        files={"file": ("f.csv", csv_bytes([["email"], ["fay@fabrikam.example"]]), "text/csv")},
+        headers=h,
+    )
+    assert refused.status_code == 404
     # its lookups answer for its own domains as a global key's do
     answer = (await lookup(client, world["fabrikam_admin"], "bob@fabrikam.example")).json()
     assert (answer["verdict"], answer["tenant"]) == ("accept", "fabrikam")
