@@ -165,15 +165,20 @@ def apikey_create(
     scope: Annotated[
         list[str], typer.Option("--scope", help="lookup, read, write or admin; repeatable")
     ],
+    tenant: Annotated[
+        list[str] | None,
+        typer.Option("--tenant", help="restrict the key to this tenant; repeatable (none: global)"),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Create a key; it is printed once, alone on the last line, and stored hashed."""
-    from app.apikeys import create_key
+    from app.apikeys import create_key, describe_keys
 
     async def work(settings: Settings) -> tuple[dict[str, Any], str]:
         async def inner(session: AsyncSession) -> tuple[dict[str, Any], str]:
-            row, key = await create_key(session, name, scope)
-            return {"id": row.id, "name": row.name, "scopes": row.scopes}, key
+            row, key = await create_key(session, name, scope, tenant)
+            shown = (await describe_keys(session, [row]))[0]
+            return {k: shown[k] for k in ("id", "name", "scopes", "tenants")}, key
 
         return await _with_session(settings, inner)
 
@@ -181,8 +186,10 @@ def apikey_create(
     if as_json:
         sys.stdout.write(orjson.dumps(info | {"key": key}).decode() + "\n")
     else:
+        where = f" tenants={','.join(info['tenants'])}" if info["tenants"] else ""
         out.print(
-            f"created API key {info['name']} ({info['id']}) scopes={','.join(info['scopes'])}"
+            f"created API key {info['name']} ({info['id']}) "
+            f"scopes={','.join(info['scopes'])}{where}"
         )
         out.print("store it now; it cannot be shown again:")
         sys.stdout.flush()
@@ -192,20 +199,24 @@ def apikey_create(
 @apikey_cli.command("list")
 def apikey_list() -> None:
     """List keys (never the keys themselves)."""
-    from app.apikeys import list_keys
+    from app.apikeys import describe_keys, list_keys
 
-    async def work(settings: Settings) -> list[Any]:
-        return await _with_session(settings, list_keys)
+    async def work(settings: Settings) -> list[dict[str, Any]]:
+        async def inner(session: AsyncSession) -> list[dict[str, Any]]:
+            return await describe_keys(session, await list_keys(session))
 
-    table = Table("id", "name", "prefix", "scopes", "created", "revoked")
+        return await _with_session(settings, inner)
+
+    table = Table("id", "name", "prefix", "scopes", "tenants", "created", "revoked")
     for k in _run(work):
         table.add_row(
-            k.id,
-            k.name,
-            k.prefix + "…",
-            ",".join(k.scopes),
-            k.created_at.isoformat(timespec="seconds"),
-            k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "",
+            k["id"],
+            k["name"],
+            k["prefix"] + "…",
+            ",".join(k["scopes"]),
+            ",".join(k["tenants"]) if k["tenants"] is not None else "(all)",
+            k["created_at"].isoformat(timespec="seconds"),
+            k["revoked_at"].isoformat(timespec="seconds") if k["revoked_at"] else "",
         )
     out.print(table)
 

@@ -20,6 +20,7 @@ from app.api.limits import BodySizeLimit
 from app.api.lookup_http import LookupFastPath
 from app.api.metrics import Metrics
 from app.api.openapi import install_openapi
+from app.api.routes import apikeys as apikey_routes
 from app.api.routes import auth as auth_routes
 from app.api.routes import (
     changes,
@@ -111,6 +112,7 @@ def create_app(settings: Settings) -> FastAPI:
     for module in (lookup, users, groups, domains, tenants, changes, connectors, health, learned):
         app.include_router(module.router)
     app.include_router(auth_routes.router)
+    app.include_router(apikey_routes.router)
     app.include_router(import_routes.router)
     app.include_router(graph_notifications.router)
     return app

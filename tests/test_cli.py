@@ -72,7 +72,8 @@ def test_apikey_create_prints_the_key_alone_on_its_last_line(db: str) -> None:
     key = result.stdout.strip().splitlines()[-1]
     assert key.startswith("rst_") and " " not in key
     as_json = json.loads(roster(db, "apikey", "create", "ops", "--scope", "admin", "--json").stdout)
-    assert set(as_json) == {"id", "name", "scopes", "key"} and as_json["scopes"] == ["admin"]
+    assert set(as_json) == {"id", "name", "scopes", "tenants", "key"}
+    assert (as_json["scopes"], as_json["tenants"]) == (["admin"], None)  # a global key
     listing = roster(db, "apikey", "list").stdout
     assert "gateway" in listing and key not in listing and as_json["key"] not in listing
     roster(db, "apikey", "revoke", as_json["id"])

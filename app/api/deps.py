@@ -1,4 +1,10 @@
-"""Request dependencies: settings, sessions, the index and API-key scopes."""
+"""Request dependencies: settings, sessions, the index and API-key scopes.
+
+A key restricted to tenants is let through only by the `*Key` dependencies, which hand the route
+the key's `KeyInfo` to filter by; a route still on the plain `*Scope` dependencies answers such
+a key 404, as if nothing were there. So a route that was never taught about tenants fails
+closed instead of showing a tenant key everything (docs/contracts.md §6).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +14,10 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.apikeys import KeyCache, Scope, grants
+from app.apikeys import KeyCache, KeyInfo, Scope
 from app.directory.index_sync import IndexSync
 from app.directory.lookup import LookupIndex
-from app.errors import Forbidden, Unauthorized
+from app.errors import Forbidden, NotFound, Unauthorized
 from app.settings import Settings
 
 
@@ -50,20 +56,34 @@ def bearer_token(authorization: str | None) -> str:
     return token.strip()
 
 
-def require(scope: Scope) -> Callable[[Request], Coroutine[Any, Any, None]]:
-    async def _check(request: Request) -> None:
+def require(
+    scope: Scope, *, tenant_aware: bool = False
+) -> Callable[[Request], Coroutine[Any, Any, KeyInfo]]:
+    needed = KeyInfo.of([scope.value], None).rank
+
+    async def _check(request: Request) -> KeyInfo:
         token = bearer_token(request.headers.get("authorization"))
         cache: KeyCache = request.app.state.keys
-        scopes = await cache.resolve(token)
-        if scopes is None:
+        info = await cache.resolve(token)
+        if info is None:
             raise Unauthorized("unknown or revoked API key")
-        if not grants(scopes, scope):
+        if info.rank < needed:
             raise Forbidden(f"this API key lacks the {scope.value!r} scope")
+        if info.tenants is not None and not tenant_aware:
+            raise NotFound("not found")
+        return info
 
     return _check
 
 
+# Global keys only: a tenant key gets 404 here.
 LookupScope = Depends(require(Scope.LOOKUP))
 ReadScope = Depends(require(Scope.READ))
 WriteScope = Depends(require(Scope.WRITE))
 AdminScope = Depends(require(Scope.ADMIN))
+
+# Any key, restricted to its tenants: the route filters with the KeyInfo it gets.
+LookupKey = Annotated[KeyInfo, Depends(require(Scope.LOOKUP, tenant_aware=True))]
+ReadKey = Annotated[KeyInfo, Depends(require(Scope.READ, tenant_aware=True))]
+WriteKey = Annotated[KeyInfo, Depends(require(Scope.WRITE, tenant_aware=True))]
+AdminKey = Annotated[KeyInfo, Depends(require(Scope.ADMIN, tenant_aware=True))]

@@ -17,7 +17,7 @@ import orjson
 from app.api.metrics import Metrics
 from app.api.responses import RawAnswer, json_answer, raw_error
 from app.apikeys import KeyCache, Scope, rank_of
-from app.directory.lookup import LookupIndex, result_of
+from app.directory.lookup import Found, LookupIndex, result_of
 from app.directory.verdicts import LookupResult, Reason, Verdict
 
 logger = logging.getLogger(__name__)
@@ -36,10 +36,25 @@ _DETAIL = {
 _TEMPFAIL_DETAIL = "the mirror cannot answer reliably; retry later"
 
 
-def safe_lookup(index: LookupIndex, address: str) -> LookupResult:
+_NOT_THEIRS: Found = (Verdict.REJECT, Reason.DOMAIN_NOT_ACCEPTED, None, None, None, None)
+
+
+def restrict(found: Found, tenants: frozenset[str]) -> Found:
+    """A tenant key's view: another tenant's domain is not an accepted domain."""
+    tenant = found[4]
+    if tenant is not None and tenant.id not in tenants:
+        return _NOT_THEIRS
+    return found
+
+
+def safe_lookup(
+    index: LookupIndex, address: str, tenants: frozenset[str] | None = None
+) -> LookupResult:
     """Any failure on the lookup path becomes TEMPFAIL: "don't know" is never "no"."""
     try:
-        return index.lookup(address)
+        if tenants is None:
+            return index.lookup(address)
+        return result_of(address, restrict(index.find(address), tenants))
     except Exception:
         logger.exception("lookup failed; answering tempfail")
         return LookupResult(address, Verdict.TEMPFAIL, Reason.UNAVAILABLE, detail="internal error")
@@ -103,23 +118,24 @@ class LookupFastPath:
                 break
         if not token:
             return _NO_KEY
-        rank = self.keys.rank_for(token)
-        if rank is None:
+        info = self.keys.info_for(token)
+        if info is None:
             try:
-                scopes = await self.keys.resolve(token)
+                info = await self.keys.resolve(token)
             except Exception:
                 logger.exception("API key check failed; answering tempfail")
                 return _KEY_CHECK_FAILED
-            if scopes is None:
+            if info is None:
                 return _UNKNOWN_KEY
-            rank = rank_of(scopes)
-        if rank < LOOKUP_RANK:
+        if info.rank < LOOKUP_RANK:
             return _NO_SCOPE
         try:
             found = self.index.find(address)
         except Exception:
             logger.exception("lookup failed; answering tempfail")
             found = (Verdict.TEMPFAIL, Reason.UNAVAILABLE, None, None, None, "internal error")
+        if info.tenants is not None:  # a global key pays only this test
+            found = restrict(found, info.tenants)
         verdict, _, matched, entry, _, _ = found
         self.metrics.count_lookup("http", verdict.value)
         if verdict is Verdict.ACCEPT and entry is not None:

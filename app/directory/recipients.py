@@ -54,29 +54,43 @@ async def describe(session: AsyncSession, recipients: Sequence[Recipient]) -> li
     return out
 
 
-async def get_live(session: AsyncSession, recipient_id: str) -> Recipient:
+# `tenant_ids` (None = every tenant) restricts a call to some tenants' recipients: another
+# tenant's recipient is absent, with the very answer an absent one gets.
+
+
+async def get_live(
+    session: AsyncSession, recipient_id: str, tenant_ids: frozenset[str] | None = None
+) -> Recipient:
     recipient = await session.get(Recipient, recipient_id)
-    if recipient is None or recipient.deleted_at is not None:
+    if (
+        recipient is None
+        or recipient.deleted_at is not None
+        or (tenant_ids is not None and recipient.tenant_id not in tenant_ids)
+    ):
         raise NotFound(f"no recipient with id {recipient_id}")
     return recipient
 
 
-async def find_by_address(session: AsyncSession, raw: str) -> Recipient:
+async def find_by_address(
+    session: AsyncSession, raw: str, tenant_ids: frozenset[str] | None = None
+) -> Recipient:
     address = normalize(raw)
     recipient = await session.scalar(
         select(Recipient)
         .join(Address, Address.recipient_id == Recipient.id)
         .where(Address.address == address, Recipient.deleted_at.is_(None))
     )
-    if recipient is None:
+    if recipient is None or (tenant_ids is not None and recipient.tenant_id not in tenant_ids):
         raise NotFound(f"no recipient has the address {address}")
     return recipient
 
 
-async def resolve(session: AsyncSession, id_or_address: str) -> Recipient:
+async def resolve(
+    session: AsyncSession, id_or_address: str, tenant_ids: frozenset[str] | None = None
+) -> Recipient:
     if "@" in id_or_address:
-        return await find_by_address(session, id_or_address)
-    return await get_live(session, id_or_address)
+        return await find_by_address(session, id_or_address, tenant_ids)
+    return await get_live(session, id_or_address, tenant_ids)
 
 
 async def list_recipients(
@@ -87,8 +101,11 @@ async def list_recipients(
     source: str | None = None,
     limit: int = 100,
     offset: int = 0,
+    tenant_ids: frozenset[str] | None = None,
 ) -> tuple[list[Recipient], int]:
     conditions: list[ColumnElement[bool]] = [Recipient.deleted_at.is_(None)]
+    if tenant_ids is not None:
+        conditions.append(Recipient.tenant_id.in_(sorted(tenant_ids)))
     if kinds:
         conditions.append(Recipient.kind.in_(kinds))
     if exclude_kinds:
@@ -106,13 +123,21 @@ async def list_recipients(
     return list(rows), int(total or 0)
 
 
-async def _tenant_of(session: AsyncSession, addresses: Sequence[str]) -> Tenant:
-    """Every address of a manual object must be in one tenant's accepted domains."""
+async def _tenant_of(
+    session: AsyncSession, addresses: Sequence[str], tenant_ids: frozenset[str] | None = None
+) -> Tenant:
+    """Every address of a manual object must be in one tenant's accepted domains (of the
+    allowed tenants: to a tenant key, another tenant's domain is not an accepted domain)."""
     tenant: Tenant | None = None
     for address in addresses:
         found = await tenant_for_domain(session, domain_of(address))
+        if found is not None and tenant_ids is not None and found.id not in tenant_ids:
+            found = None
         if found is None:
-            known = ", ".join(sorted(await session.scalars(select(Domain.name)))) or "none yet"
+            query = select(Domain.name)
+            if tenant_ids is not None:
+                query = query.where(Domain.tenant_id.in_(sorted(tenant_ids)))
+            known = ", ".join(sorted(await session.scalars(query))) or "none yet"
             raise InvalidInput(
                 f"{address}: domain {domain_of(address)} is not an accepted domain "
                 f"(accepted: {known}; add it with POST /v1/domains)"
@@ -147,10 +172,11 @@ async def save_manual(
     enabled: bool,
     kind: RecipientKind,
     attributes: dict[str, Any],
+    tenant_ids: frozenset[str] | None = None,
 ) -> Recipient:
     """Create or replace a manual recipient; 409 names the owner of an address already taken."""
     addresses = _normalized(email, aliases)
-    tenant = await _tenant_of(session, addresses)
+    tenant = await _tenant_of(session, addresses, tenant_ids)
     if recipient is not None and recipient.tenant_id != tenant.id:
         raise InvalidInput("a recipient cannot move to another tenant's domain")
     connector = await ensure_connector(session, tenant, SourceKind.MANUAL)

@@ -104,6 +104,10 @@ async def add_domain(
     return domain
 
 
+async def find_domain(session: AsyncSession, name: str) -> Domain | None:
+    return await session.get(Domain, normalize_domain(name))
+
+
 async def remove_domain(session: AsyncSession, name: str) -> None:
     domain = await session.get(Domain, normalize_domain(name))
     if domain is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query
 from sqlalchemy import select
 
-from app.api.deps import ReadScope, SessionDep
+from app.api.deps import ReadKey, SessionDep
 from app.api.errors import responses
 from app.api.schemas import ChangeList, ChangeRead, ConflictList, ConflictRead
 from app.directory.models import AddressConflict, Change, Tenant
@@ -13,16 +13,18 @@ from app.directory.models import AddressConflict, Change, Tenant
 router = APIRouter(tags=["changes"])
 
 
-@router.get("/v1/changes", dependencies=[ReadScope], responses=responses(401, 403, 422))
+@router.get("/v1/changes", responses=responses(401, 403, 422))
 async def list_changes(
     session: SessionDep,
+    key: ReadKey,
     since: int = Query(default=0, ge=0, le=2**62),
     limit: int = Query(default=500, ge=1, le=5000),
 ) -> ChangeList:
     tenants = dict((await session.execute(select(Tenant.id, Tenant.name))).all())
-    rows = await session.scalars(
-        select(Change).where(Change.seq > since).order_by(Change.seq).limit(limit)
-    )
+    query = select(Change).where(Change.seq > since)
+    if key.tenants is not None:  # a tenant key follows its tenants' changes only
+        query = query.where(Change.tenant_id.in_(sorted(key.tenants)))
+    rows = await session.scalars(query.order_by(Change.seq).limit(limit))
     items = [
         ChangeRead(
             seq=c.seq,
@@ -37,13 +39,14 @@ async def list_changes(
     return ChangeList(items=items, next=items[-1].seq if items else since)
 
 
-@router.get("/v1/conflicts", dependencies=[ReadScope], responses=responses(401, 403))
-async def list_conflicts(session: SessionDep) -> ConflictList:
-    rows = await session.execute(
-        select(AddressConflict, Tenant.name)
-        .join(Tenant, Tenant.id == AddressConflict.tenant_id)
-        .order_by(AddressConflict.address)
+@router.get("/v1/conflicts", responses=responses(401, 403))
+async def list_conflicts(session: SessionDep, key: ReadKey) -> ConflictList:
+    query = select(AddressConflict, Tenant.name).join(
+        Tenant, Tenant.id == AddressConflict.tenant_id
     )
+    if key.tenants is not None:
+        query = query.where(AddressConflict.tenant_id.in_(sorted(key.tenants)))
+    rows = await session.execute(query.order_by(AddressConflict.address))
     return ConflictList(
         items=[
             ConflictRead(

@@ -1,4 +1,6 @@
-"""Connector status and control: sync now, pause and resume, run history, approve deletions."""
+"""Connector status and control: sync now, pause and resume, run history, approve deletions.
+
+A tenant key sees and controls only its tenants' connectors (others are 404)."""
 
 from __future__ import annotations
 
@@ -7,14 +9,16 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
+from sqlalchemy import select
 
-from app.api.deps import AdminScope, IndexSyncDep, ReadScope, SessionDep, WriteScope
+from app.api.deps import AdminKey, IndexSyncDep, ReadKey, SessionDep, WriteKey
 from app.api.errors import responses
 from app.api.responses import JsonResponse
+from app.apikeys import KeyInfo
 from app.connectors import runs, status
 from app.connectors.runner import approve_deletions
 from app.connectors.worker import request_sync
-from app.directory.models import Connector
+from app.directory.models import Connector, Tenant
 from app.errors import Conflict, NotFound
 
 router = APIRouter(prefix="/v1/connectors", tags=["connectors"])
@@ -70,31 +74,40 @@ class RunList(BaseModel):
     items: list[Run]
 
 
-async def _find(session: SessionDep, connector_id: str) -> Connector:
+async def _find(session: SessionDep, connector_id: str, key: KeyInfo) -> Connector:
+    """The connector, if the key may see it: another tenant's is absent to a tenant key."""
     connector = await status.find(session, connector_id)
-    if connector is None:
+    if connector is None or not key.allows(connector.tenant_id):
         raise NotFound(f"no connector {connector_id}")
     return connector
 
 
-@router.get("", dependencies=[ReadScope], responses=responses(401, 403))
-async def list_connectors(session: SessionDep) -> ConnectorList:
-    return ConnectorList.model_validate({"items": await status.list_status(session)})
+@router.get("", responses=responses(401, 403))
+async def list_connectors(session: SessionDep, key: ReadKey) -> ConnectorList:
+    items = await status.list_status(session)
+    if key.tenants is not None:
+        query = select(Tenant.name).where(Tenant.id.in_(sorted(key.tenants)))
+        names = set(await session.scalars(query))
+        items = [item for item in items if item["tenant"] in names]
+    return ConnectorList.model_validate({"items": items})
 
 
 @router.post(
     "/{connector_id:path}/sync",
     status_code=202,
-    dependencies=[WriteScope],
     responses={202: {"model": Accepted}, **responses(401, 403, 404, 409)},
 )
 async def sync_now(
-    connector_id: str, request: Request, session: SessionDep, full: bool = Query(default=False)
+    connector_id: str,
+    request: Request,
+    session: SessionDep,
+    key: WriteKey,
+    full: bool = Query(default=False),
 ) -> JsonResponse:
     """Ask for a round now (a `manual` one in its history); the replica holding the
     connector's lease runs it. `{connector_id}` is the id or `TENANT/NAME`. 409 while the
     connector is paused: a paused connector runs no round."""
-    connector = await _find(session, connector_id)
+    connector = await _find(session, connector_id, key)
     if connector.paused:
         raise Conflict(
             f"connector {connector_id} is paused: it runs no round; "
@@ -113,25 +126,23 @@ async def sync_now(
 
 @router.post(
     "/{connector_id:path}/approve-deletions",
-    dependencies=[AdminScope],
     responses=responses(401, 403, 404),
 )
 async def approve(
-    connector_id: str, request: Request, session: SessionDep, sync: IndexSyncDep
+    connector_id: str, request: Request, session: SessionDep, sync: IndexSyncDep, key: AdminKey
 ) -> Accepted:
-    connector = await _find(session, connector_id)
+    connector = await _find(session, connector_id, key)
     await session.close()
     count = await approve_deletions(request.app.state.sessionmaker, connector.id)
     await sync.refresh_after_write()
     return Accepted(status="applied", detail=f"{count} held deletions applied")
 
 
-@router.get(
-    "/{connector_id:path}/runs", dependencies=[ReadScope], responses=responses(401, 403, 404, 422)
-)
+@router.get("/{connector_id:path}/runs", responses=responses(401, 403, 404, 422))
 async def list_runs(
     connector_id: str,
     session: SessionDep,
+    key: ReadKey,
     limit: int = Query(default=20, ge=1, le=runs.KEEP),
 ) -> RunList:
     """The connector's rounds, newest first (the newest 1,000 are kept).
@@ -144,31 +155,29 @@ async def list_runs(
     .../sync, `roster sync`, a spreadsheet import), `notification` (a Graph change
     notification) or `startup` (a worker's first round). `round` is `full` when any stream
     ran a full round. `{connector_id}` is the id or `TENANT/NAME`."""
-    connector = await _find(session, connector_id)
+    connector = await _find(session, connector_id, key)
     return RunList.model_validate({"items": await runs.newest(session, connector.id, limit=limit)})
 
 
-@router.post(
-    "/{connector_id:path}/pause", dependencies=[WriteScope], responses=responses(401, 403, 404)
-)
-async def pause(connector_id: str, session: SessionDep) -> ConnectorStatus:
+@router.post("/{connector_id:path}/pause", responses=responses(401, 403, 404))
+async def pause(connector_id: str, session: SessionDep, key: WriteKey) -> ConnectorStatus:
     """Stop running rounds (scheduled, manual, notification) until resumed; a round under way
     finishes. Every replica's worker sees it within 10 s. Lookups go on answering from the
     mirror until the tenant is stale (`max_staleness`), then answer a temporary failure, never
     a reject. Env connectors can be paused too: pausing is operational state, not config."""
-    return await _set_paused(session, connector_id, paused=True)
+    return await _set_paused(session, connector_id, key, paused=True)
 
 
-@router.post(
-    "/{connector_id:path}/resume", dependencies=[WriteScope], responses=responses(401, 403, 404)
-)
-async def resume(connector_id: str, session: SessionDep) -> ConnectorStatus:
+@router.post("/{connector_id:path}/resume", responses=responses(401, 403, 404))
+async def resume(connector_id: str, session: SessionDep, key: WriteKey) -> ConnectorStatus:
     """Run rounds again; the round missed while paused runs within 10 s."""
-    return await _set_paused(session, connector_id, paused=False)
+    return await _set_paused(session, connector_id, key, paused=False)
 
 
-async def _set_paused(session: SessionDep, connector_id: str, *, paused: bool) -> ConnectorStatus:
-    connector = await _find(session, connector_id)
+async def _set_paused(
+    session: SessionDep, connector_id: str, key: KeyInfo, *, paused: bool
+) -> ConnectorStatus:
+    connector = await _find(session, connector_id, key)
     await status.set_paused(session, connector, paused)
     await session.commit()
     return ConnectorStatus.model_validate(await status.describe_one(session, connector))

@@ -1,12 +1,15 @@
-"""Groups from every source, their direct and nested members, and manual groups."""
+"""Groups from every source, their direct and nested members, and manual groups.
+
+A tenant key sees and changes only its tenants' groups and members (others are 404)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Query, Response
 
-from app.api.deps import IndexSyncDep, ReadScope, SessionDep, WriteScope
+from app.api.deps import IndexSyncDep, ReadKey, SessionDep, WriteKey
 from app.api.errors import responses
 from app.api.schemas import GroupCreate, MemberAdd, RecipientList, RecipientRead
+from app.apikeys import KeyInfo
 from app.directory import groups as group_service
 from app.directory import recipients as recipient_service
 from app.directory.models import Recipient
@@ -17,22 +20,28 @@ from app.errors import InvalidInput, NotFound
 router = APIRouter(prefix="/v1/groups", tags=["groups"])
 
 
-async def _group(session: SessionDep, group_id: str) -> Recipient:
-    group = await recipient_service.get_live(session, group_id)
+async def _group(session: SessionDep, group_id: str, key: KeyInfo) -> Recipient:
+    group = await recipient_service.get_live(session, group_id, key.tenants)
     if group.kind not in GROUP_KINDS:
         raise NotFound(f"recipient {group_id} is not a group")
     return group
 
 
-@router.get("", dependencies=[ReadScope], responses=responses(401, 403))
+@router.get("", responses=responses(401, 403))
 async def list_groups(
     session: SessionDep,
+    key: ReadKey,
     source: str | None = None,
     limit: int = Query(default=100, ge=1, le=1000),
     offset: int = Query(default=0, ge=0, le=1_000_000_000),
 ) -> RecipientList:
     rows, total = await recipient_service.list_recipients(
-        session, kinds=GROUP_KINDS, source=source, limit=limit, offset=offset
+        session,
+        kinds=GROUP_KINDS,
+        source=source,
+        limit=limit,
+        offset=offset,
+        tenant_ids=key.tenants,
     )
     return RecipientList.model_validate({"items": await describe(session, rows), "total": total})
 
@@ -40,12 +49,13 @@ async def list_groups(
 @router.post(
     "",
     status_code=201,
-    dependencies=[WriteScope],
     responses=responses(400, 401, 403, 404, 409, 422),
 )
-async def create_group(body: GroupCreate, session: SessionDep, sync: IndexSyncDep) -> RecipientRead:
+async def create_group(
+    body: GroupCreate, session: SessionDep, sync: IndexSyncDep, key: WriteKey
+) -> RecipientRead:
     """A manual group; without an email it is a plain (non mail-enabled) group."""
-    members = [await recipient_service.resolve(session, m) for m in body.members]
+    members = [await recipient_service.resolve(session, m, key.tenants) for m in body.members]
     if body.email is None:
         if body.aliases:
             raise InvalidInput("a group without an email cannot have aliases")
@@ -59,6 +69,7 @@ async def create_group(body: GroupCreate, session: SessionDep, sync: IndexSyncDe
         enabled=True,
         kind=RecipientKind.GROUP,
         attributes={},
+        tenant_ids=key.tenants,
     )
     for member in members:
         await group_service.add_member(session, group, member)
@@ -69,24 +80,23 @@ async def create_group(body: GroupCreate, session: SessionDep, sync: IndexSyncDe
 
 @router.get(
     "/{group_id}",
-    dependencies=[ReadScope],
     responses=responses(401, 403, 404),
 )
-async def get_group(group_id: str, session: SessionDep) -> RecipientRead:
-    group = await _group(session, group_id)
+async def get_group(group_id: str, session: SessionDep, key: ReadKey) -> RecipientRead:
+    group = await _group(session, group_id, key)
     return RecipientRead.model_validate((await describe(session, [group]))[0])
 
 
 @router.get(
     "/{group_id}/members",
-    dependencies=[ReadScope],
     responses=responses(401, 403, 404),
 )
 async def group_members(
-    group_id: str, session: SessionDep, transitive: bool = Query(default=False)
+    group_id: str, session: SessionDep, key: ReadKey, transitive: bool = Query(default=False)
 ) -> RecipientList:
-    group = await _group(session, group_id)
+    group = await _group(session, group_id, key)
     found = await group_service.members(session, group, transitive=transitive)
+    found = [m for m in found if key.allows(m.tenant_id)]
     return RecipientList.model_validate(
         {"items": await describe(session, found), "total": len(found)}
     )
@@ -95,15 +105,14 @@ async def group_members(
 @router.post(
     "/{group_id}/members",
     status_code=204,
-    dependencies=[WriteScope],
     responses=responses(400, 401, 403, 404, 409, 422),
 )
 async def add_group_member(
-    group_id: str, body: MemberAdd, session: SessionDep, sync: IndexSyncDep
+    group_id: str, body: MemberAdd, session: SessionDep, sync: IndexSyncDep, key: WriteKey
 ) -> Response:
-    group = await _group(session, group_id)
+    group = await _group(session, group_id, key)
     await recipient_service.require_manual(session, group)
-    member = await recipient_service.resolve(session, body.member)
+    member = await recipient_service.resolve(session, body.member, key.tenants)
     await group_service.add_member(session, group, member)
     await session.commit()
     await sync.refresh_after_write()
@@ -113,15 +122,14 @@ async def add_group_member(
 @router.delete(
     "/{group_id}/members/{member}",
     status_code=204,
-    dependencies=[WriteScope],
     responses=responses(400, 401, 403, 404, 409),
 )
 async def remove_group_member(
-    group_id: str, member: str, session: SessionDep, sync: IndexSyncDep
+    group_id: str, member: str, session: SessionDep, sync: IndexSyncDep, key: WriteKey
 ) -> Response:
-    group = await _group(session, group_id)
+    group = await _group(session, group_id, key)
     await recipient_service.require_manual(session, group)
-    target = await recipient_service.resolve(session, member)
+    target = await recipient_service.resolve(session, member, key.tenants)
     if not await group_service.remove_member(session, group, target):
         raise NotFound(f"{member} is not a direct member of group {group_id}")
     await session.commit()
@@ -132,11 +140,12 @@ async def remove_group_member(
 @router.delete(
     "/{group_id}",
     status_code=204,
-    dependencies=[WriteScope],
     responses=responses(401, 403, 404, 409, 503),
 )
-async def delete_group(group_id: str, session: SessionDep, sync: IndexSyncDep) -> Response:
-    group = await _group(session, group_id)
+async def delete_group(
+    group_id: str, session: SessionDep, sync: IndexSyncDep, key: WriteKey
+) -> Response:
+    group = await _group(session, group_id, key)
     await recipient_service.require_manual(session, group)
     await group_service.ensure_not_nested(session, group)
     await recipient_service.delete_manual(session, group)

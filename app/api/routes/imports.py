@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, File, Query, UploadFile
 from pydantic import BaseModel, Field
 
-from app.api.deps import IndexSyncDep, ReadScope, SessionDep, SettingsDep, WriteScope
+from app.api.deps import IndexSyncDep, ReadKey, SessionDep, SettingsDep, WriteScope
 from app.api.errors import responses
 from app.api.responses import error_response
 from app.api.schemas import ErrorBody
@@ -143,9 +143,8 @@ async def create_import(
 
 @router.get(
     "/{import_id}",
-    dependencies=[ReadScope],
     responses=responses(401, 403, 404),
 )
-async def read_import(import_id: str, session: SessionDep) -> ImportReport:
-    """The stored report of an import or dry run."""
-    return ImportReport.model_validate(await get_report(session, import_id))
+async def read_import(import_id: str, session: SessionDep, key: ReadKey) -> ImportReport:
+    """The stored report of an import or dry run (a tenant key: its tenants' imports only)."""
+    return ImportReport.model_validate(await get_report(session, import_id, key.tenants))

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
-from app.api.deps import IndexSyncDep, ReadScope, SessionDep, SettingsDep, WriteScope
+from app.api.deps import IndexSyncDep, ReadKey, SessionDep, SettingsDep, WriteKey
 from app.api.errors import responses
 from app.connectors.mailflow import learning
 from app.connectors.mailflow.learning import LearnedStatus, LearnedView
@@ -67,10 +67,11 @@ def _read(view: LearnedView) -> LearnedRead:
     )
 
 
-@router.get("", dependencies=[ReadScope], responses=responses(401, 403, 422))
+@router.get("", responses=responses(401, 403, 422))
 async def list_learned(
     session: SessionDep,
     settings: SettingsDep,
+    key: ReadKey,
     status: LearnedStatus | None = None,
     limit: int = Query(default=100, ge=1, le=1000),
     offset: int = Query(default=0, ge=0, le=1_000_000_000),  # SQLite integers are 64-bit
@@ -81,17 +82,21 @@ async def list_learned(
         status=status,
         limit=limit,
         offset=offset,
+        tenant_ids=key.tenants,
     )
     return LearnedList(items=[_read(v) for v in views], total=total)
 
 
 @router.post(
     "",
-    dependencies=[WriteScope],
     responses=responses(400, 401, 403, 413, 422, 503),
 )
 async def report_sender(
-    body: LearnedCreate, session: SessionDep, settings: SettingsDep, sync: IndexSyncDep
+    body: LearnedCreate,
+    session: SessionDep,
+    settings: SettingsDep,
+    sync: IndexSyncDep,
+    key: WriteKey,
 ) -> LearnedRead:
     """Count one authenticated message from `address`; after ROSTER_LEARN_MIN_COUNT sightings
     the address becomes a `learned` recipient (unless another recipient already has it)."""
@@ -102,6 +107,7 @@ async def report_sender(
         sighting,
         min_count=settings.learn_min_count,
         delimiter=settings.recipient_delimiter,
+        tenant_ids=key.tenants,
     )
     await session.commit()
     if outcome.recipients_changed:
@@ -115,12 +121,13 @@ async def report_sender(
 @router.delete(
     "/{address}",
     status_code=204,
-    dependencies=[WriteScope],
     responses=responses(400, 401, 403, 404, 503),
 )
-async def forget_sender(address: str, session: SessionDep, sync: IndexSyncDep) -> Response:
+async def forget_sender(
+    address: str, session: SessionDep, sync: IndexSyncDep, key: WriteKey
+) -> Response:
     """Forget a learned sender and remove its learned recipient (mail to it is then rejected)."""
-    removed = await learning.forget(session, address, now=datetime.now(UTC))
+    removed = await learning.forget(session, address, now=datetime.now(UTC), tenant_ids=key.tenants)
     await session.commit()
     if removed:
         await sync.refresh_after_write()

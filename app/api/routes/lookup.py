@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from app.api.deps import IndexDep, LookupScope, ReadScope, SessionDep
+from app.api.deps import IndexDep, LookupKey, ReadKey, SessionDep
 from app.api.errors import responses
 from app.api.lookup_http import render, safe_lookup
 from app.api.responses import RawAnswer
@@ -41,14 +41,14 @@ _LOOKUP_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 @router.get(
     "/{address}",
-    dependencies=[LookupScope],
     responses=_LOOKUP_RESPONSES,
     response_model=LookupAnswer,
     summary="Is this address a valid recipient?",
 )
-async def lookup(address: str, index: IndexDep, request: Request) -> Response:
-    """Answers from memory. Served by a raw-ASGI fast path in `roster serve`; same bytes here."""
-    result = safe_lookup(index, address)
+async def lookup(address: str, index: IndexDep, request: Request, key: LookupKey) -> Response:
+    """Answers from memory. Served by a raw-ASGI fast path in `roster serve`; same bytes here.
+    A tenant key's lookups answer only for its tenants' domains (others: domain_not_accepted)."""
+    result = safe_lookup(index, address, key.tenants)
     request.app.state.metrics.count_lookup("http", result.verdict.value)
     answer = render(result)
     return Response(answer.body, status_code=answer.status, headers=_str_headers(answer))
@@ -61,12 +61,13 @@ def _str_headers(answer: RawAnswer) -> dict[str, str]:
 
 @router.post(
     "/lookup",
-    dependencies=[LookupScope],
     responses=responses(401, 403, 422),
     summary="Look up to 1,000 addresses at once",
 )
-async def lookup_batch(body: BatchLookup, index: IndexDep, request: Request) -> BatchAnswer:
-    results = [safe_lookup(index, a) for a in body.addresses]
+async def lookup_batch(
+    body: BatchLookup, index: IndexDep, request: Request, key: LookupKey
+) -> BatchAnswer:
+    results = [safe_lookup(index, a, key.tenants) for a in body.addresses]
     metrics = request.app.state.metrics
     for result in results:
         metrics.count_lookup("http", result.verdict.value)
@@ -75,15 +76,15 @@ async def lookup_batch(body: BatchLookup, index: IndexDep, request: Request) -> 
 
 @router.get(
     "/{address}/groups",
-    dependencies=[ReadScope],
     responses=responses(400, 401, 403, 404),
     summary="Groups an address belongs to",
 )
 async def groups_of_address(
-    address: str, session: SessionDep, transitive: bool = Query(default=False)
+    address: str, session: SessionDep, key: ReadKey, transitive: bool = Query(default=False)
 ) -> RecipientList:
-    recipient = await find_by_address(session, address)
+    recipient = await find_by_address(session, address, key.tenants)
     found = await group_service.groups_of(session, recipient, transitive=transitive)
+    found = [g for g in found if key.allows(g.tenant_id)]
     return RecipientList.model_validate(
         {"items": await describe(session, found), "total": len(found)}
     )

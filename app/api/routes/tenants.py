@@ -1,14 +1,15 @@
 """Tenants (docs/contracts.md §6): the organisations one deployment serves, and their policy.
 
 Reading takes the `read` scope; creating, changing and removing a tenant take `admin`, since a
-tenant's policy decides how its mail is answered.
+tenant's policy decides how its mail is answered. A tenant key sees and changes only its own
+tenants (others are 404); only a global admin key creates or removes tenants.
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from app.api.deps import AdminScope, IndexSyncDep, ReadScope, SessionDep
+from app.api.deps import AdminKey, AdminScope, IndexSyncDep, ReadKey, SessionDep
 from app.api.errors import responses
 from app.api.schemas import TenantCreate, TenantList, TenantPolicyBody, TenantRead, TenantUpdate
 from app.directory import tenant_admin
@@ -27,9 +28,10 @@ def _read(tenant: Tenant) -> TenantRead:
     )
 
 
-@router.get("", dependencies=[ReadScope], responses=responses(401, 403))
-async def list_tenants(session: SessionDep) -> TenantList:
-    return TenantList(items=[_read(t) for t in await tenant_admin.list_tenants(session)])
+@router.get("", responses=responses(401, 403))
+async def list_tenants(session: SessionDep, key: ReadKey) -> TenantList:
+    tenants = await tenant_admin.list_tenants(session)
+    return TenantList(items=[_read(t) for t in tenants if key.allows(t.id)])
 
 
 @router.post(
@@ -50,21 +52,27 @@ async def create_tenant(body: TenantCreate, session: SessionDep, sync: IndexSync
     return _read(tenant)
 
 
-@router.get("/{name}", dependencies=[ReadScope], responses=responses(401, 403, 404))
-async def get_tenant(name: str, session: SessionDep) -> TenantRead:
-    return _read(await tenant_admin.get_tenant(session, name))
+async def _visible(session: SessionDep, key: ReadKey, name: str) -> Tenant:
+    tenant = await tenant_admin.get_tenant(session, name)
+    key.check(tenant.id, f"tenant {name} does not exist")
+    return tenant
+
+
+@router.get("/{name}", responses=responses(401, 403, 404))
+async def get_tenant(name: str, session: SessionDep, key: ReadKey) -> TenantRead:
+    return _read(await _visible(session, key, name))
 
 
 @router.patch(
     "/{name}",
-    dependencies=[AdminScope],
     responses=responses(400, 401, 403, 404, 422, 503),
 )
 async def update_tenant(
-    name: str, body: TenantUpdate, session: SessionDep, sync: IndexSyncDep
+    name: str, body: TenantUpdate, session: SessionDep, sync: IndexSyncDep, key: AdminKey
 ) -> TenantRead:
     """Change the display name or policy keys; a policy key set to null inherits again. Every
     process's lookups follow a policy change within a second."""
+    await _visible(session, key, name)
     tenant = await tenant_admin.update_tenant(
         session,
         name,

@@ -26,6 +26,7 @@ from enum import StrEnum
 
 from sqlalchemy import case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
 from app.connectors.base import ChangeSet, RecipientKind, RecipientRecord, SourceKind
 from app.connectors.mailflow.models import LearnedSender
@@ -96,14 +97,16 @@ async def record(
     *,
     min_count: int,
     delimiter: str = "+",
+    tenant_ids: frozenset[str] | None = None,
 ) -> Outcome:
     """Count one (aggregated) sighting and apply the learning rules; flushes, never commits.
 
-    Raises Malformed for a junk address and InvalidInput when its domain is not accepted.
+    Raises Malformed for a junk address and InvalidInput when its domain is not accepted (to
+    a caller restricted to `tenant_ids`, another tenant's domain is not accepted either).
     """
     address = normalize(sighting.address)
     tenant = await tenant_for_domain(session, domain_of(address))
-    if tenant is None:
+    if tenant is None or (tenant_ids is not None and tenant.id not in tenant_ids):
         raise InvalidInput(
             f"{address}: domain {domain_of(address)} is not an accepted domain; "
             "only senders in accepted domains are learned"
@@ -352,14 +355,24 @@ async def list_learned(
     status: LearnedStatus | None = None,
     limit: int = 100,
     offset: int = 0,
+    tenant_ids: frozenset[str] | None = None,
 ) -> tuple[list[LearnedView], int]:
     """Learned senders, newest sighting first, each with its status as of now.
 
     A contradiction shows here as soon as the directory round that caused it commits, before
     any new sighting persists it. Filtering by status happens after derivation.
     """
-    total = int(await session.scalar(select(func.count()).select_from(LearnedSender)) or 0)
-    query = select(LearnedSender).order_by(LearnedSender.last_seen_at.desc(), LearnedSender.address)
+    only: list[ColumnElement[bool]] = []
+    if tenant_ids is not None:
+        only.append(LearnedSender.tenant_id.in_(sorted(tenant_ids)))
+    total = int(
+        await session.scalar(select(func.count()).select_from(LearnedSender).where(*only)) or 0
+    )
+    query = (
+        select(LearnedSender)
+        .where(*only)
+        .order_by(LearnedSender.last_seen_at.desc(), LearnedSender.address)
+    )
     if status is None:
         query = query.limit(limit).offset(offset)
     rows = list(await session.scalars(query))
@@ -413,7 +426,13 @@ async def _learned_connector_id(session: AsyncSession, tenant_id: str) -> str | 
     )
 
 
-async def forget(session: AsyncSession, raw_address: str, *, now: datetime) -> list[str]:
+async def forget(
+    session: AsyncSession,
+    raw_address: str,
+    *,
+    now: datetime,
+    tenant_ids: frozenset[str] | None = None,
+) -> list[str]:
     """Delete a learned sender and its learned recipient; returns the removed recipient ids.
 
     This also forgets a contradiction: a later trusted sighting starts counting from zero.
@@ -422,6 +441,7 @@ async def forget(session: AsyncSession, raw_address: str, *, now: datetime) -> l
     rows = list(
         await session.scalars(select(LearnedSender).where(LearnedSender.address == address))
     )
+    rows = [r for r in rows if tenant_ids is None or r.tenant_id in tenant_ids]
     if not rows:
         raise NotFound(f"{address} is not a learned sender")
     removed = []

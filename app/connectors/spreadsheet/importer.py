@@ -135,9 +135,12 @@ async def run_import(
     return report
 
 
-async def get_report(session: AsyncSession, import_id: str) -> dict[str, Any]:
+async def get_report(
+    session: AsyncSession, import_id: str, tenant_ids: frozenset[str] | None = None
+) -> dict[str, Any]:
+    """The stored report; another tenant's is absent to a caller restricted to `tenant_ids`."""
     row = await session.get(SpreadsheetImport, import_id)
-    if row is None:
+    if row is None or (tenant_ids is not None and row.tenant_id not in tenant_ids):
         raise NotFound(f"no import {import_id}")
     return dict(row.report)
 
