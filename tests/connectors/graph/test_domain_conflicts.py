@@ -3,6 +3,11 @@ its status names the domain and the owner, its other domains sync; on SQLite and
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 
 import pytest
@@ -63,6 +68,22 @@ async def connector_status(
         return ConnectorStatus.model_validate(await status.describe_one(session, row))
 
 
+async def roster_status(database_url: str, *args: str) -> str:
+    """`roster status` as an operator runs it, in its own process."""
+    env = os.environ | {"ROSTER_DATABASE_URL": database_url, "COLUMNS": "400"}
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "app", "status", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 async def domains_of(sessionmaker: async_sessionmaker[AsyncSession], tenant: str) -> set[str]:
     async with sessionmaker() as session:
         rows = await session.scalars(
@@ -76,6 +97,7 @@ async def domains_of(sessionmaker: async_sessionmaker[AsyncSession], tenant: str
 async def test_a_domain_owned_by_another_tenant_is_named_in_the_status_and_the_rest_syncs(
     sessionmaker: async_sessionmaker[AsyncSession],
     engine: AsyncEngine,
+    database_url: str,
     source: GraphSource,
     simulator: RunningSimulator,
 ) -> None:
@@ -98,6 +120,9 @@ async def test_a_domain_owned_by_another_tenant_is_named_in_the_status_and_the_r
     assert shown.state == "ready" and shown.last_error is None
     assert await domains_of(sessionmaker, "default") == state.store.accepted_domains() - {TAKEN}
     assert await domains_of(sessionmaker, "fabrikam") == {TAKEN}
+    listed = json.loads(await roster_status(database_url, "--json"))
+    assert [i["warnings"] for i in listed if i["kind"] == "graph"] == [shown.warnings]
+    assert f"domain {TAKEN} is owned by tenant fabrikam" in await roster_status(database_url)
 
     index = await load_index(engine)
     expected = state.expected_accepted()
