@@ -334,6 +334,7 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         "addresses",
         "held deletions",
         "last error",
+        "warnings",
     )
     for i in items:
         last = (
@@ -349,6 +350,7 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
             str(i["addresses"]),
             str(i["held_deletions"]),
             i["last_error"] or "",
+            "; ".join(i["warnings"]),
         )
     out.print(table)
 

@@ -22,8 +22,9 @@ import orjson
 import uvicorn
 from pydantic import SecretStr
 
+from app.connectors.graph.config import GraphSettings
 from app.errors import RosterError
-from app.settings import GraphSettings, Settings
+from app.settings import Settings
 from app.simulator.graph import RunningSimulator, SimulatorState, TenantSpec, start_in_thread
 
 logger = logging.getLogger(__name__)

@@ -6,6 +6,8 @@ from datetime import timedelta
 
 import pytest
 
+from app.connectors.graph.config import GraphConfig
+from app.connectors.ldap.config import LdapConfig
 from app.settings import Settings
 
 
@@ -61,3 +63,26 @@ def test_lists_and_secrets_from_the_environment(monkeypatch: pytest.MonkeyPatch)
     assert settings.ldap.domains == ["corp.example", "mail.corp.example"]
     assert settings.trusted_networks == ["10.0.0.0/8", "192.168.1.0/24"]
     assert "s3cret-value" not in repr(settings)
+
+
+def test_an_api_body_and_the_environment_share_one_validator(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The env connection and a connection created over the API must mean the same thing by the
+    # same words; the body's config model carries no secret, and the settings model adds it.
+    monkeypatch.setenv("ROSTER_GRAPH__TENANT_ID", "t")
+    monkeypatch.setenv("ROSTER_GRAPH__CLIENT_ID", "c")
+    monkeypatch.setenv("ROSTER_GRAPH__CLIENT_SECRET", "s3cret-value")
+    monkeypatch.setenv("ROSTER_GRAPH__POLL_INTERVAL", "PT5M")
+    monkeypatch.setenv("ROSTER_GRAPH__STREAMS", "users, groups")
+    env = Settings(_env_file=None).graph  # type: ignore[call-arg]
+    body = GraphConfig.model_validate_json(
+        '{"tenant_id": "t", "client_id": "c", "poll_interval": 300, "streams": ["users", "groups"]}'
+    )
+    assert env is not None and isinstance(env, GraphConfig)
+    assert GraphConfig.model_validate(env.model_dump()) == body
+    assert "s3cret-value" not in GraphConfig.model_validate(env.model_dump()).model_dump_json()
+    ldap = LdapConfig.model_validate({"url": "ldaps://dc1, ldaps://dc2", "bind_dn": "svc"})
+    assert ldap.urls == ["ldaps://dc1", "ldaps://dc2"]
+    assert "bind_password" not in LdapConfig.model_fields
+    assert "client_secret" not in GraphConfig.model_fields

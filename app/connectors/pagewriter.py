@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.connectors import cursors, guard
+from app.connectors import cursors, domain_conflicts, guard
 from app.connectors.base import Page
 from app.connectors.prefetch import Prefetch
 from app.directory import service
@@ -23,7 +23,7 @@ from app.directory.addresses import normalize_domain
 from app.directory.models import Domain, Tenant
 from app.directory.records import ChangeSet
 from app.directory.tenants import add_domain, remove_domain
-from app.errors import Malformed
+from app.errors import Conflict, Malformed
 
 if TYPE_CHECKING:
     from app.connectors.runner import CycleReport, RunnerOptions
@@ -156,7 +156,8 @@ async def apply_page(
 async def reconcile_domains(
     session: AsyncSession, ref: service.ConnectorRef, names: list[str]
 ) -> None:
-    """Make this source's accepted domains exactly `names`; domains added by hand stay."""
+    """Make this source's accepted domains exactly `names`; domains added by hand stay. A
+    domain another tenant owns is not taken: the connector's status names it and its owner."""
     tenant = await session.get(Tenant, ref.tenant_id)
     if tenant is None:
         return
@@ -173,10 +174,13 @@ async def reconcile_domains(
             )
         )
     )
+    owned_elsewhere = []
     for name in sorted(wanted - current):
         try:
             await add_domain(session, tenant, name, source=ref.kind.value)
-        except Exception as exc:  # another tenant's domain: report, keep syncing
-            logger.warning("domain not added: domain=%s reason=%s", name, exc)
+        except Conflict as exc:  # another tenant's domain: report it, keep syncing the rest
+            logger.warning("domain not added: domain=%s reason=%s", name, exc.message)
+            owned_elsewhere.append(name)
     for name in sorted(current - wanted):
         await remove_domain(session, name)
+    await domain_conflicts.record(session, ref.id, owned_elsewhere)

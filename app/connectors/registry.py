@@ -3,21 +3,35 @@
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.connectors.base import Source, SourceKind
+from app.connectors.graph.config import GraphSettings
+from app.connectors.ldap.config import LdapSettings
 from app.directory.models import Connector
 from app.directory.tenants import DEFAULT_TENANT, add_domain, ensure_connector, ensure_tenant
 from app.errors import PermanentSourceError, RosterError
-from app.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+
+class EnvDirectories(Protocol):
+    """The directories configured in the environment; `app.settings.Settings` is one. Typed by
+    what is read, so this layer never imports the settings above it."""
+
+    @property
+    def graph(self) -> GraphSettings | None: ...
+
+    @property
+    def ldap(self) -> LdapSettings | None: ...
+
 
 SYNCED_KINDS = (SourceKind.GRAPH, SourceKind.LDAP)
 
 
-async def ensure_env_connectors(session: AsyncSession, settings: Settings) -> list[Connector]:
+async def ensure_env_connectors(session: AsyncSession, settings: EnvDirectories) -> list[Connector]:
     """Connector rows for the directories configured in the environment (ROSTER_GRAPH__*, ...)."""
     tenant = await ensure_tenant(session, DEFAULT_TENANT)
     rows = []
@@ -35,7 +49,7 @@ async def ensure_env_connectors(session: AsyncSession, settings: Settings) -> li
     return rows
 
 
-def build_source(settings: Settings, connector: Connector) -> Source:
+def build_source(settings: EnvDirectories, connector: Connector) -> Source:
     kind = SourceKind(connector.kind)
     if kind is SourceKind.GRAPH and settings.graph is not None:
         from app.connectors.graph.source import GraphSource
@@ -51,7 +65,7 @@ def build_source(settings: Settings, connector: Connector) -> Source:
     )
 
 
-def poll_interval(settings: Settings, connector: Connector) -> float:
+def poll_interval(settings: EnvDirectories, connector: Connector) -> float:
     """Seconds between scheduled rounds; never more than a day (Graph delta tokens last 7 days)."""
     day = 86_400.0
     if connector.kind == SourceKind.GRAPH.value and settings.graph is not None:

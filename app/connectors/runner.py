@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.connectors import cursors, guard, leases, pagewriter, runs, stops
+from app.connectors import cursors, domain_conflicts, guard, leases, pagewriter, runs, stops
 from app.connectors.base import Page, Source
 from app.connectors.prefetch import Prefetch
 from app.db.maintenance import analyze_grown, worth_checking
@@ -380,7 +380,11 @@ async def _set_progress(
     session: AsyncSession, connector_id: str, progress: dict[str, Any], options: RunnerOptions
 ) -> None:
     connector = await _connector(session, connector_id)
-    connector.progress = progress | {"updated_at": options.clock().isoformat()}
+    connector.progress = (
+        domain_conflicts.sticky(connector.progress)
+        | progress
+        | {"updated_at": options.clock().isoformat()}
+    )
     connector.updated_at = options.clock()
 
 
@@ -407,7 +411,7 @@ async def _finish(
         connector.state = "error"
     if report.ok and not connector.first_round_done:
         connector.state = "initial_sync"
-    connector.progress = {
+    connector.progress = domain_conflicts.sticky(connector.progress) | {
         "running": False,
         "pages": report.pages,
         "objects": report.objects,

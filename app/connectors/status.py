@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.connectors import guard, leases
+from app.connectors import domain_conflicts, guard, leases
 from app.directory.models import Connector, Tenant
 from app.directory.tenants import count_addresses
 
@@ -35,6 +35,8 @@ async def describe(session: AsyncSession, connector: Connector, tenant: str) -> 
         "addresses": addresses,
         "held_deletions": await guard.pending_count(session, connector.id),
         "progress": _progress(connector),
+        # Not errors: the connector runs, but something it found is not being served.
+        "warnings": await domain_conflicts.warnings(session, connector),
     }
 
 

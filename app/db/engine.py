@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from app.db import sqlite_writer
-from app.settings import async_database_url
+from app.db.urls import async_database_url
 
 BUSY_TIMEOUT = 30.0  # seconds; `?timeout=N` in a SQLite URL overrides it
 

@@ -40,6 +40,8 @@ class ConnectorStatus(BaseModel):
     addresses: int
     held_deletions: int
     progress: dict[str, Any]
+    # e.g. "domain fabrikam.com is owned by tenant fabrikam": found in the directory, not taken
+    warnings: list[str] = []
 
 
 class ConnectorList(BaseModel):

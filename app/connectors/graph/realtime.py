@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
+from pydantic import SecretStr
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.connectors.graph.config import GraphSettings
 from app.connectors.graph.inbox import (
     InboxDrainer,
     InboxWriter,
@@ -33,13 +35,29 @@ from app.connectors.graph.subscriptions import (
     SubscriptionManager,
     webhook_urls,
 )
-from app.settings import Settings
+from app.connectors.ldap.config import LdapSettings
 
 logger = logging.getLogger(__name__)
 
 
+class RealtimeSettings(Protocol):
+    """What the webhook wiring reads; `app.settings.Settings` is one (this layer is below it)."""
+
+    @property
+    def graph(self) -> GraphSettings | None: ...
+
+    @property
+    def ldap(self) -> LdapSettings | None: ...
+
+    @property
+    def public_url(self) -> str | None: ...
+
+    @property
+    def secret_key(self) -> SecretStr | None: ...
+
+
 def build_receiver(
-    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings
+    sessionmaker: async_sessionmaker[AsyncSession], settings: RealtimeSettings
 ) -> WebhookReceiver:
     """The webhook routes' state; connects nothing (the writer starts on first use)."""
     cipher = None
@@ -54,7 +72,7 @@ def build_receiver(
 async def start_realtime(
     receiver: WebhookReceiver,
     sessionmaker: async_sessionmaker[AsyncSession],
-    settings: Settings,
+    settings: RealtimeSettings,
     workers: Mapping[str, Triggerable],
     *,
     options: ManagerOptions | None = None,

@@ -26,9 +26,9 @@ from app.connectors.graph.client import (
     GraphSyncStateLost,
     GraphTemporaryError,
 )
+from app.connectors.graph.config import GraphSettings
 from app.connectors.graph.mapping import accepted_domains, map_page
 from app.errors import PermanentSourceError, SyncStateLost, TemporarySourceError
-from app.settings import GraphSettings
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from kiota_abstractions.api_error import APIError
 from msgraph.generated.models.subscription import Subscription
 
 from app.connectors.graph.client import GraphClient, GraphError
-from app.settings import GraphSettings
+from app.connectors.graph.config import GraphSettings
 
 T = TypeVar("T")
 

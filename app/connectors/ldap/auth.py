@@ -23,8 +23,8 @@ from app.connectors.ldap.client import (
     open_connection,
     parse_url,
 )
+from app.connectors.ldap.config import LdapSettings
 from app.connectors.ldap.reader import read_dc_state
-from app.settings import LdapSettings
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import ldap3
 from ldap3.core import exceptions as lx
 from pydantic import SecretStr
 
-from app.settings import LdapSettings
+from app.connectors.ldap.config import LdapSettings
 
 logger = logging.getLogger(__name__)
 

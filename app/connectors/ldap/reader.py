@@ -23,6 +23,7 @@ from ldap3.utils.conv import escape_bytes
 
 from app.connectors.base import ChangeSet, RecipientKind, RecipientRecord
 from app.connectors.ldap.client import LdapError, LdapSession, connect, translate
+from app.connectors.ldap.config import LdapSettings
 from app.connectors.ldap.mapping import (
     RECIPIENT_ATTRIBUTES,
     RECIPIENT_FILTER,
@@ -32,7 +33,6 @@ from app.connectors.ldap.mapping import (
     parse_member_value,
     to_record,
 )
-from app.settings import LdapSettings
 
 logger = logging.getLogger(__name__)
 

@@ -31,6 +31,7 @@ from app.connectors.ldap.client import (
     LdapTemporaryError,
     translate,
 )
+from app.connectors.ldap.config import LdapSettings
 from app.connectors.ldap.reader import (
     LdapCursor,
     LdapCursorInvalid,
@@ -39,7 +40,6 @@ from app.connectors.ldap.reader import (
     incremental_round,
 )
 from app.errors import PermanentSourceError, SyncStateLost, TemporarySourceError
-from app.settings import LdapSettings
 
 logger = logging.getLogger(__name__)
 
