@@ -16,7 +16,7 @@ from tests.factories import api_domain, api_key, auth, make_connector, make_reci
 FIELDS = {
     "id", "tenant", "name", "kind", "state", "first_round_done", "last_success_at",
     "lag_seconds", "last_error", "last_error_at", "objects", "addresses", "held_deletions",
-    "progress",
+    "progress", "paused", "warnings",
 }  # fmt: skip
 
 
