@@ -10,12 +10,17 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.connectors.base import ChangeSet, RecipientRecord
 from app.connectors.graph.client import GraphClient
 from app.connectors.graph.credentials import CredentialFactory, build_credential
 from app.connectors.graph.mapping import accepted_domains, map_page
+from app.connectors.graph.source import GraphSource
+from app.directory.records import SourceKind
+from app.settings import GraphSettings
 from app.simulator.graph import RunningSimulator, SimulatorState, TenantSpec
+from tests.factories import make_connector
 from tests.graph_simulator import SimulatorServer, running_simulator
 
 
@@ -120,3 +125,32 @@ class Mirror:
 @pytest.fixture
 def mirror() -> Mirror:
     return Mirror()
+
+
+# A Graph connector row and a GraphSource on this test's simulated tenant, for tests that sync it
+# into a real database (test_graph_source.py, test_connector_runs.py).
+@pytest.fixture
+def graph_settings(simulator: RunningSimulator) -> GraphSettings:
+    state = simulator.state
+    return GraphSettings(
+        tenant_id=state.tenant_id,
+        client_id=state.client_id,
+        client_secret=state.client_secret,
+        base_url=simulator.base_url,
+        authority_host=simulator.authority,
+        ca_bundle=str(simulator.ca_file),
+    )
+
+
+@pytest.fixture
+async def source(graph_settings: GraphSettings) -> AsyncIterator[GraphSource]:
+    source = GraphSource(graph_settings)
+    yield source
+    await source.aclose()
+
+
+@pytest.fixture
+async def connector_id(sessionmaker: async_sessionmaker[AsyncSession]) -> str:
+    async with sessionmaker.begin() as session:
+        connector = await make_connector(session, SourceKind.GRAPH, name="graph", ready=False)
+        return connector.id

@@ -6,7 +6,6 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,41 +18,12 @@ from app.connectors.graph.source import GraphSource
 from app.connectors.runner import RunnerOptions, run_cycle
 from app.connectors.runs import Trigger
 from app.directory.models import Recipient
-from app.directory.records import SourceKind
 from app.settings import GraphSettings
 from app.simulator.graph import RunningSimulator
-from tests.factories import make_connector
 
 
 async def no_sleep(delay: float) -> None:
     return None
-
-
-@pytest.fixture
-def graph_settings(simulator: RunningSimulator) -> GraphSettings:
-    state = simulator.state
-    return GraphSettings(
-        tenant_id=state.tenant_id,
-        client_id=state.client_id,
-        client_secret=state.client_secret,
-        base_url=simulator.base_url,
-        authority_host=simulator.authority,
-        ca_bundle=str(simulator.ca_file),
-    )
-
-
-@pytest.fixture
-async def source(graph_settings: GraphSettings) -> AsyncIterator[GraphSource]:
-    source = GraphSource(graph_settings)
-    yield source
-    await source.aclose()
-
-
-@pytest.fixture
-async def connector_id(sessionmaker: async_sessionmaker[AsyncSession]) -> str:
-    async with sessionmaker.begin() as session:
-        connector = await make_connector(session, SourceKind.GRAPH, name="graph", ready=False)
-        return connector.id
 
 
 async def history(

@@ -26,11 +26,9 @@ from app.connectors.runner import RunnerOptions, approve_deletions, run_cycle
 from app.directory.index_sync import IndexSync
 from app.directory.lookup import LookupIndex
 from app.directory.models import Connector, Cursor, Domain, Membership, Recipient
-from app.directory.records import SourceKind
 from app.directory.verdicts import Reason, Verdict
 from app.settings import GraphSettings
 from app.simulator.graph import RunningSimulator, SimulatorState
-from tests.factories import make_connector
 
 
 class Sleeps:
@@ -41,33 +39,6 @@ class Sleeps:
 
     async def __call__(self, delay: float) -> None:
         self.calls.append(delay)
-
-
-@pytest.fixture
-def graph_settings(simulator: RunningSimulator) -> GraphSettings:
-    state = simulator.state
-    return GraphSettings(
-        tenant_id=state.tenant_id,
-        client_id=state.client_id,
-        client_secret=state.client_secret,
-        base_url=simulator.base_url,
-        authority_host=simulator.authority,
-        ca_bundle=str(simulator.ca_file),
-    )
-
-
-@pytest.fixture
-async def source(graph_settings: GraphSettings) -> AsyncIterator[GraphSource]:
-    source = GraphSource(graph_settings)
-    yield source
-    await source.aclose()
-
-
-@pytest.fixture
-async def connector_id(sessionmaker: async_sessionmaker[AsyncSession]) -> str:
-    async with sessionmaker.begin() as session:
-        connector = await make_connector(session, SourceKind.GRAPH, name="graph", ready=False)
-        return connector.id
 
 
 @pytest.fixture
