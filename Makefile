@@ -19,8 +19,11 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/roster demo
 
+# The Samba tests in one process (the machine has one DC), then the rest on three workers: the
+# suite mostly waits on servers and subprocesses (docs/testing.md §1).
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m samba
+	$(BIN)/python -m pytest -n 3 -m "not samba"
 
 # The gates CI runs (.ci/run): lint, formatting, types (mypy --strict on app/, settings in
 # pyproject.toml) and the import contracts (import-linter's layers and forbidden imports).

@@ -80,6 +80,18 @@ def make_test_database(kind: str, tmp_path_factory: pytest.TempPathFactory) -> t
 one_engine = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`make test` runs the Samba tests apart (`-m samba`, one process: the machine has one DC),
+    so a test that uses the DC without the `samba` marker would block a parallel worker."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if "samba_dc" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("samba")
+    ]
+    if unmarked:
+        raise pytest.UsageError(f"tests use the Samba DC without @pytest.mark.samba: {unmarked}")
+
+
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
 def database_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
