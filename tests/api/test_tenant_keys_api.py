@@ -128,6 +128,7 @@ BODIES: dict[tuple[str, str], Any] = {
 
 # Objects whose tenant is the domain of their address: the 422 an unaccepted domain gets.
 CREATED_BY_ADDRESS = {("POST", "/v1/users"), ("POST", "/v1/groups")}
+IMPORTED = {("POST", "/v1/imports")}  # a file in contoso's domain: refused, contoso unnamed
 SEEN_BY_ADDRESS = {("POST", "/v1/learned")}  # a sighting in contoso's domain: not accepted
 
 
@@ -169,6 +170,11 @@ async def test_every_route_answers_a_key_of_another_tenant_as_if_contoso_were_ab
                 assert response.status_code == 422, where
                 detail = response.json()["detail"]
                 assert "is not an accepted domain (accepted: fabrikam.example;" in detail, where
+            elif (method, path) in IMPORTED:
+                assert response.status_code == 422, where
+                detail = response.json()["detail"]
+                assert "domains this key's tenants do not accept: contoso.example." in detail
+                assert "tenant contoso" not in detail, where
             elif (method, path) in SEEN_BY_ADDRESS:
                 assert response.status_code == 422, where
                 assert "is not an accepted domain" in response.json()["detail"], where
@@ -266,13 +272,31 @@ async def test_a_tenant_key_sees_and_changes_its_own_tenant(
     own_import = (await created(upload))["id"]
     shown = await client.get(f"/v1/imports/{own_import}", headers=h)
     assert shown.status_code == 200 and shown.json()["tenant"] == "fabrikam"
-    # ...while uploading stays with global keys (the route is not open to tenant keys)
-    refused = await client.post(
+    # ...and it uploads into its own tenant; new domains (add_domains) go to its tenant too
+    rows = [["email"], ["fay@fabrikam.example"], ["gus@fab3.example"]]
+    upload = await client.post(
         "/v1/imports",
-        files={"file": ("f.csv", csv_bytes([["email"], ["fay@fabrikam.example"]]), "text/csv")},
+        params={"add_domains": "true"},
+        files={"file": ("f.csv", csv_bytes(rows), "text/csv")},
         headers=h,
     )
-    assert refused.status_code == 404
+    mine = await created(upload)
+    assert mine["tenant"] == "fabrikam"
+    assert (mine["adds"], mine["domains_added"]) == (2, ["fab3.example"])
+    await accepted(client, world["fabrikam_admin"], "gus@fab3.example")
+    domains = (await client.get("/v1/domains", headers=h)).json()["items"]
+    assert {d["name"] for d in domains} == {"fabrikam.example", "fab3.example"}
+    # a file that mixes its domain with contoso's is refused whole: nothing of it applied
+    mixed = [["email"], ["hal@fabrikam.example"], ["ivy@contoso.example"]]
+    refused = await client.post(
+        "/v1/imports",
+        files={"file": ("m.csv", csv_bytes(mixed), "text/csv")},
+        headers=h,
+    )
+    assert refused.status_code == 422, refused.text
+    assert "contoso.example" in refused.json()["detail"]
+    users = (await client.get("/v1/users", headers=auth(world["admin"]))).json()["items"]
+    assert not {"hal@fabrikam.example", "ivy@contoso.example"} & {u["email"] for u in users}
     # its lookups answer for its own domains as a global key's do
     answer = (await lookup(client, world["fabrikam_admin"], "bob@fabrikam.example")).json()
     assert (answer["verdict"], answer["tenant"]) == ("accept", "fabrikam")

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, File, Query, UploadFile
 from pydantic import BaseModel, Field
 
-from app.api.deps import IndexSyncDep, ReadKey, SessionDep, SettingsDep, WriteScope
+from app.api.deps import IndexSyncDep, ReadKey, SessionDep, SettingsDep, WriteKey
 from app.api.errors import responses
 from app.api.responses import error_response
 from app.api.schemas import ErrorBody
@@ -88,7 +88,6 @@ class ImportRejected(ImportReport):
 
 @router.post(
     "",
-    dependencies=[WriteScope],
     responses={
         422: {
             "model": ImportRejected | ErrorBody,
@@ -98,6 +97,7 @@ class ImportRejected(ImportReport):
     },
 )
 async def create_import(
+    key: WriteKey,
     session: SessionDep,
     sync: IndexSyncDep,
     settings: SettingsDep,
@@ -128,6 +128,7 @@ async def create_import(
         connector=connector,
         guard=GuardSettings(settings.delete_threshold, settings.delete_threshold_percent),
         max_bytes=limit,
+        tenant_ids=key.tenants,
     )
     filename = file.filename or "upload"
     read = await read_upload(file.file, filename=filename, options=options)

@@ -75,7 +75,9 @@ async def run_import(
     atomic import; store the report. Only flushes: the caller commits."""
     now = now or datetime.now(UTC)
     columns = _columns(sheet.headers)
-    tenant = await _tenant(session, sheet, add_domains=options.add_domains)
+    tenant = await _tenant(
+        session, sheet, add_domains=options.add_domains, tenant_ids=options.tenant_ids
+    )
     connector = await ensure_connector(session, tenant, SourceKind.SPREADSHEET, options.connector)
     if connector.kind != SourceKind.SPREADSHEET.value:
         raise InvalidInput(
@@ -165,8 +167,16 @@ def _file_domains(sheet: SheetReadResult) -> set[str]:
     return domains or {domain_of(a) for a in sheet.refused_addresses if "@" in a}
 
 
-async def _tenant(session: AsyncSession, sheet: SheetReadResult, *, add_domains: bool) -> Tenant:
-    """The one tenant the file's domains route to; a file spanning tenants is refused."""
+async def _tenant(
+    session: AsyncSession,
+    sheet: SheetReadResult,
+    *,
+    add_domains: bool,
+    tenant_ids: frozenset[str] | None = None,
+) -> Tenant:
+    """The one tenant the file's domains route to; a file spanning tenants is refused. For a
+    tenant key (`tenant_ids`), that tenant must be one of its own; other tenants' domains are
+    named as not accepted, their owners never (docs/contracts.md §6)."""
     domains = sorted(_file_domains(sheet))
     owners: dict[str, str] = {}
     for chunk in _chunks(domains):
@@ -174,30 +184,55 @@ async def _tenant(session: AsyncSession, sheet: SheetReadResult, *, add_domains:
             select(Domain.name, Domain.tenant_id).where(Domain.name.in_(chunk))
         )
         owners.update(dict(rows.all()))
-    tenant_ids = sorted(set(owners.values()))
-    if len(tenant_ids) > 1:
+    if tenant_ids is not None:
+        hidden = sorted(d for d, owner in owners.items() if owner not in tenant_ids)
+        if hidden:
+            raise InvalidInput(
+                "the file names domains this key's tenants do not accept: "
+                + ", ".join(hidden[:10])
+                + (f" and {len(hidden) - 10} more" if len(hidden) > 10 else "")
+                + ". An import feeds one of the key's tenants: remove those rows."
+            )
+    owner_ids = sorted(set(owners.values()))
+    if len(owner_ids) > 1:
         names = dict((await session.execute(select(Tenant.id, Tenant.name))).all())
         parts = sorted(
             f"{names.get(t, t)} ({', '.join(d for d, o in sorted(owners.items()) if o == t)})"
-            for t in tenant_ids
+            for t in owner_ids
         )
         raise InvalidInput(
             "the file's domains belong to several tenants: "
             + "; ".join(parts)
             + ". An import feeds one tenant: split the file by tenant."
         )
-    if tenant_ids:
-        tenant = await session.get(Tenant, tenant_ids[0])
+    if owner_ids:
+        tenant = await session.get(Tenant, owner_ids[0])
         if tenant is not None:
             return tenant
     if add_domains or not domains:
-        return await ensure_tenant(session)
+        return await _tenant_for_new_domains(session, tenant_ids)
     more = f" and {len(domains) - 10} more" if len(domains) > 10 else ""
     shown = ", ".join(domains[:10]) + more
     raise InvalidInput(
         f"none of the file's domains is an accepted domain ({shown}). Add them first "
         "(roster domains add NAME, or POST /v1/domains) or import with --add-domains "
         "(add_domains=true)."
+    )
+
+
+async def _tenant_for_new_domains(
+    session: AsyncSession, tenant_ids: frozenset[str] | None
+) -> Tenant:
+    """A global key's new domains go to the default tenant; a tenant key's to its one tenant."""
+    if tenant_ids is None:
+        return await ensure_tenant(session)
+    if len(tenant_ids) == 1:
+        tenant = await session.get(Tenant, next(iter(tenant_ids)))
+        if tenant is not None:
+            return tenant
+    raise InvalidInput(
+        "none of the file's domains is accepted yet, and this key serves several tenants: add "
+        "the domains to one of them first (POST /v1/domains with its tenant), then import."
     )
 
 

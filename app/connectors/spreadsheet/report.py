@@ -37,6 +37,8 @@ class ImportOptions:
     connector: str = DEFAULT_CONNECTOR
     guard: GuardSettings = field(default_factory=GuardSettings)
     max_bytes: int | None = None
+    # A tenant key's tenants: the file must route to one of them (None: a global key).
+    tenant_ids: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
