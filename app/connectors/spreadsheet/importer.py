@@ -188,10 +188,8 @@ async def _tenant(
         hidden = sorted(d for d, owner in owners.items() if owner not in tenant_ids)
         if hidden:
             raise InvalidInput(
-                "the file names domains this key's tenants do not accept: "
-                + ", ".join(hidden[:10])
-                + (f" and {len(hidden) - 10} more" if len(hidden) > 10 else "")
-                + ". An import feeds one of the key's tenants: remove those rows."
+                f"the file names domains this key's tenants do not accept: {_listed(hidden)}. "
+                "An import feeds one of the key's tenants: remove those rows."
             )
     owner_ids = sorted(set(owners.values()))
     if len(owner_ids) > 1:
@@ -211,10 +209,8 @@ async def _tenant(
             return tenant
     if add_domains or not domains:
         return await _tenant_for_new_domains(session, tenant_ids)
-    more = f" and {len(domains) - 10} more" if len(domains) > 10 else ""
-    shown = ", ".join(domains[:10]) + more
     raise InvalidInput(
-        f"none of the file's domains is an accepted domain ({shown}). Add them first "
+        f"none of the file's domains is an accepted domain ({_listed(domains)}). Add them first "
         "(roster domains add NAME, or POST /v1/domains) or import with --add-domains "
         "(add_domains=true)."
     )
@@ -387,15 +383,15 @@ def _message(report: ImportReport, options: ImportOptions) -> str:
     if report.domains_added:
         parts.append("domains added: " + ", ".join(report.domains_added))
     if report.groups_created:
-        shown = report.groups_created[:10]
-        more = (
-            f" and {len(report.groups_created) - 10} more"
-            if len(shown) < len(report.groups_created)
-            else ""
-        )
         verb = "groups to create" if report.dry_run else "groups created"
-        parts.append(f"{verb}: " + "; ".join(shown) + more)
+        parts.append(f"{verb}: " + _listed(report.groups_created, sep="; "))
     return "; ".join(parts)
+
+
+def _listed(names: Sequence[str], *, sep: str = ", ", limit: int = 10) -> str:
+    """The first `limit` names, then "and N more": what an error or summary shows of a list."""
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return sep.join(names[:limit]) + more
 
 
 def _chunks(items: Sequence[str], size: int = _CHUNK) -> Iterable[Sequence[str]]:
